@@ -1,0 +1,77 @@
+"""Thread policy: the C kernels are single-threaded and reentrant, Python
+drives a shared pool of worker threads over GIL-free kernel calls."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence, Tuple
+
+__all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel"]
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def usable_cores() -> int:
+    """Number of cores this process may run on (CPU affinity aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: Optional[int], name: str = "threads") -> int:
+    """Validate a ``threads`` argument: None means every usable core."""
+    if threads is None:
+        return usable_cores()
+    if isinstance(threads, bool) or not isinstance(threads, (int,)) and not hasattr(threads, "__index__"):
+        raise TypeError(f"{name} must be an int or None, got {type(threads).__name__}")
+    t = int(threads.__index__()) if not isinstance(threads, int) else threads
+    if t < 1:
+        raise ValueError(f"{name} must be >= 1 or None, got {t}")
+    return t
+
+
+def split_range(n: int, parts: int, align: int = 1) -> List[Tuple[int, int]]:
+    """Split [0, n) into at most ``parts`` contiguous chunks (starts aligned)."""
+    if n <= 0:
+        return []
+    parts = max(1, min(parts, (n + align - 1) // align))
+    step = -(-n // parts)
+    step = -(-step // align) * align
+    return [(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=max(8, usable_cores()),
+                                           thread_name_prefix="quantlib")
+    return _POOL
+
+
+def run_parallel(fn: Callable[[int, int], object], chunks: Sequence[Tuple[int, int]]) -> list:
+    """Run ``fn(start, stop)`` for every chunk; the first runs on the calling
+    thread, the rest on the shared pool (leaf work only: ``fn`` must not call
+    run_parallel itself).  Returns the results in chunk order."""
+    if len(chunks) <= 1:
+        return [fn(*c) for c in chunks]
+    futures = [_pool().submit(fn, *c) for c in chunks[1:]]
+    first_exc = None
+    results = []
+    try:
+        results.append(fn(*chunks[0]))
+    except BaseException as exc:  # wait for the others before re-raising
+        first_exc = exc
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BaseException as exc:
+            if first_exc is None:
+                first_exc = exc
+    if first_exc is not None:
+        raise first_exc
+    return results

@@ -1,0 +1,437 @@
+"""Embedding quantization: a byte-exact drop-in for sentence-transformers'
+``quantize_embeddings`` (6.2 semantics) running on quantlib's C kernels."""
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._threads import resolve_threads, run_parallel, split_range
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PRECISIONS",
+    "quantize_embeddings",
+    "calibration_ranges",
+    "dequantize_embeddings",
+]
+
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+# Below this many input elements a call stays on one thread.
+_PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+# ---------------------------------------------------------------- helpers
+def _is_torch_tensor(x: Any) -> bool:
+    t = type(x)
+    return t.__module__.split(".")[0] == "torch" and hasattr(x, "detach") and hasattr(x, "numpy")
+
+
+def _tensor_to_numpy(t: Any) -> np.ndarray:
+    """bfloat16 is upcast to float32 (numpy has no bfloat16); the tensor is
+    detached and copied to host memory first, like sentence-transformers."""
+    import torch  # only reached with a tensor, so torch is installed
+
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.detach().cpu().numpy()
+
+
+def _check_real(x: np.ndarray, name: str) -> None:
+    if x.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} must be a real numeric array (float16/32/64 or integer), got dtype {x.dtype}"
+        )
+
+
+def _first_nan(x: np.ndarray) -> tuple:
+    idx = np.argwhere(np.isnan(x))
+    return tuple(int(i) for i in idx[0]) if len(idx) else ()
+
+
+def _raise_nan(x: np.ndarray, name: str, count: Optional[int] = None) -> None:
+    if count is None:
+        count = int(np.count_nonzero(np.isnan(x)))
+    raise ValueError(
+        f"{name} contains {count} NaN value(s) (first at index {_first_nan(x)}); "
+        "int8/uint8 quantization of NaN is undefined. Replace or drop them first."
+    )
+
+
+def _as_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(…, d) -> C-contiguous (rows, d) of ``dtype`` (a view when possible)."""
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d) if x.ndim != 2 else x
+    return np.ascontiguousarray(x2, dtype=dtype)
+
+
+def _row_chunks(n: int, d: int, threads: Optional[int]) -> list:
+    t = resolve_threads(threads)
+    if t <= 1 or n * max(d, 1) < _PARALLEL_MIN_ELEMENTS:
+        return [(0, n)]
+    return split_range(n, t)
+
+
+# ------------------------------------------------------------- calibration
+def calibration_ranges(
+    embeddings: Any, *, chunk_size: int = 65536, threads: Optional[int] = None
+) -> np.ndarray:
+    """Per-dimension min / max of calibration embeddings, as float32 ``ranges``.
+
+    Reads ``embeddings`` in chunks of ``chunk_size`` rows, so a memory-mapped
+    matrix larger than RAM works. The result is exactly what
+    sentence-transformers computes (``np.vstack((x.min(0), x.max(0)))`` cast
+    to float32) and can be passed as ``ranges=`` to :func:`quantize_embeddings`
+    and stored beside an index.
+
+    Parameters
+    ----------
+    embeddings : array_like, shape (n, d)
+        Real-valued calibration embeddings, n >= 1.
+    chunk_size : int
+        Rows read per chunk.
+    threads : int or None
+        Worker threads (None: all usable cores).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (2, d)
+        Row 0 the minima, row 1 the maxima.
+
+    Raises
+    ------
+    ValueError
+        Empty input, wrong rank or NaN values (count and first position).
+    TypeError
+        Non-numeric input.
+    """
+    if _is_torch_tensor(embeddings):
+        embeddings = _tensor_to_numpy(embeddings)
+    x = embeddings if isinstance(embeddings, np.ndarray) else np.asarray(embeddings)
+    _check_real(x, "embeddings")
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (n, d), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("embeddings must contain at least one row to compute ranges")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    n, d = x.shape
+    if x.dtype in (np.float32, np.float64):
+        dt = x.dtype
+        mn = np.full(d, np.inf, dtype=dt)
+        mx = np.full(d, -np.inf, dtype=dt)
+        kern = _core.minmax_f32 if dt == np.float32 else _core.minmax_f64
+        nans = 0
+        for s in range(0, n, chunk_size):
+            block = np.ascontiguousarray(x[s : s + chunk_size])
+            chunks = _row_chunks(len(block), d, threads)
+            if len(chunks) == 1:
+                nans += kern(block, mn, mx)
+            else:
+                parts = [(np.full(d, np.inf, dt), np.full(d, -np.inf, dt)) for _ in chunks]
+
+                def run(a: int, b: int) -> int:
+                    i = chunks.index((a, b))
+                    return kern(block[a:b], parts[i][0], parts[i][1])
+
+                nans += sum(run_parallel(run, chunks))
+                for pmn, pmx in parts:
+                    np.minimum(mn, pmn, out=mn)
+                    np.maximum(mx, pmx, out=mx)
+        if nans:
+            _raise_nan(x, "calibration embeddings", nans)
+        return np.vstack((mn, mx)).astype(np.float32)
+    # other dtypes: exactly numpy's reduction in the input dtype
+    mn = None
+    mx = None
+    for s in range(0, n, chunk_size):
+        block = np.asarray(x[s : s + chunk_size])
+        if block.dtype.kind == "f" and np.isnan(block).any():
+            _raise_nan(x, "calibration embeddings")
+        bmn, bmx = block.min(axis=0), block.max(axis=0)
+        mn = bmn if mn is None else np.minimum(mn, bmn)
+        mx = bmx if mx is None else np.maximum(mx, bmx)
+    return np.vstack((mn, mx)).astype(np.float32)
+
+
+def _ranges_from(calibration: Any, precision: str) -> np.ndarray:
+    """sentence-transformers' rule: min/max along axis 0 of the calibration data."""
+    if _is_torch_tensor(calibration):
+        # upstream calls np.min(tensor, axis=0), which torch rejects
+        raise TypeError(
+            "calibration_embeddings must be a numpy array or a list, not a torch tensor; "
+            "convert it with .cpu().numpy() first"
+        )
+    c = calibration if isinstance(calibration, np.ndarray) else np.asarray(calibration)
+    _check_real(c, "calibration_embeddings")
+    if c.ndim == 2 and c.shape[0] > 0:
+        return calibration_ranges(c)
+    if c.dtype.kind == "f" and c.size and np.isnan(c).any():
+        _raise_nan(c, "calibration embeddings")
+    return np.vstack((np.min(c, axis=0), np.max(c, axis=0)))
+
+
+def _self_ranges(x: np.ndarray, precision: str) -> np.ndarray:
+    if x.ndim == 1 or x.shape[0] == 1:
+        raise ValueError(
+            f"Cannot compute {precision} quantization ranges from a single embedding. "
+            "Call `quantize_embeddings` with `ranges` or `calibration_embeddings` "
+            "from a representative set of embeddings instead."
+        )
+    if x.shape[0] < 100:
+        logger.warning(
+            f"Computing {precision} quantization buckets based on {len(x)} embeddings."
+            f" {precision} quantization is more stable with `ranges` calculated from more embeddings "
+            "or a `calibration_embeddings` that can be used to calculate the buckets."
+        )
+    return _ranges_from(x, precision)
+
+
+def _steps(ranges32: np.ndarray) -> tuple:
+    starts = ranges32[0, :]
+    steps = (ranges32[1, :] - starts) / np.float32(255)
+    steps = np.where(steps == 0, np.float32(1), steps).astype(np.float32)
+    return starts, steps
+
+
+def _coerce_ranges(ranges: Any, d: int) -> np.ndarray:
+    r = np.asarray(ranges)
+    if r.dtype.kind not in "fiu":
+        raise TypeError(f"ranges must be a real numeric array of shape (2, {d}), got dtype {r.dtype}")
+    r = r.astype(np.float32, copy=False)
+    if r.ndim != 2 or r.shape[0] != 2 or r.shape[1] not in (d, 1):
+        raise ValueError(
+            f"ranges must have shape (2, {d}) (row 0 the per-dimension minimum, row 1 the "
+            f"maximum) for embeddings of dimension {d}, got shape {r.shape}"
+        )
+    if not np.isfinite(r).all():
+        raise ValueError("ranges must be finite (NaN or infinite minimum/maximum found)")
+    if r.shape[1] != d:
+        r = np.ascontiguousarray(np.broadcast_to(r, (2, d)))
+    return r
+
+
+def _scalar_quantize(x: np.ndarray, ranges32: np.ndarray, xor_mask: int,
+                     threads: Optional[int]) -> np.ndarray:
+    d = x.shape[-1]
+    calc = np.result_type(x.dtype, np.float32)
+    if calc not in (np.float32, np.float64):  # e.g. float128: numpy formula
+        starts, steps = _steps(ranges32)
+        q = np.clip(np.floor((x - starts) / steps), 0, 255)
+        if np.isnan(x).any():
+            _raise_nan(x, "embeddings")
+        return q.astype(np.uint8) ^ np.uint8(xor_mask)
+    starts, steps = _steps(ranges32)
+    rows = _as_rows(x, calc)
+    n = rows.shape[0]
+    out = np.empty((n, d), dtype=np.uint8)
+    if calc == np.float32:
+        kern, st, sp = _core.quantize_f32, starts.astype(np.float32), steps
+    else:
+        kern, st, sp = _core.quantize_f64, starts.astype(np.float64), steps.astype(np.float64)
+    st = np.ascontiguousarray(st)
+    sp = np.ascontiguousarray(sp)
+    if n and d:
+        nans = sum(run_parallel(lambda a, b: kern(rows[a:b], st, sp, out[a:b], xor_mask),
+                                _row_chunks(n, d, threads)))
+        if nans:
+            _raise_nan(x, "embeddings", nans)
+    return out.reshape(x.shape)
+
+
+def _pack_sign(x: np.ndarray, xor_mask: int, threads: Optional[int]) -> np.ndarray:
+    if x.ndim == 0:
+        raise ValueError("embeddings must have at least one dimension, got a 0-d array")
+    d = x.shape[-1]
+    nbytes = (d + 7) // 8
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"embeddings must be a real numeric array, got dtype {x.dtype}")
+    calc = np.float64 if x.dtype.itemsize > 4 or x.dtype == np.float64 else np.float32
+    if x.dtype.kind == "f" and x.dtype.itemsize > 8:  # long double: numpy path
+        out = np.packbits(x > 0, axis=-1)
+        return out ^ np.uint8(xor_mask) if xor_mask else out
+    rows = _as_rows(x, calc)
+    n = rows.shape[0]
+    out = np.empty((n, nbytes), dtype=np.uint8)
+    if n and d:
+        kern = _core.pack_sign_f32 if calc == np.float32 else _core.pack_sign_f64
+        run_parallel(lambda a, b: kern(rows[a:b], out[a:b], xor_mask), _row_chunks(n, d, threads))
+    return out.reshape(x.shape[:-1] + (nbytes,))
+
+
+# ------------------------------------------------------------- public API
+def quantize_embeddings(
+    embeddings: Any,
+    precision: str,
+    ranges: Optional[np.ndarray] = None,
+    calibration_embeddings: Optional[np.ndarray] = None,
+    *,
+    threads: Optional[int] = None,
+) -> Union[np.ndarray, List[np.ndarray]]:
+    """Quantize embeddings to float32, int8, uint8, binary or ubinary.
+
+    A drop-in replacement for ``sentence_transformers.quantize_embeddings``
+    (6.2 semantics, byte-for-byte identical output), computed by SIMD kernels
+    on all usable cores.
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray, torch.Tensor, or list of either
+        Float embeddings, any rank; the last axis is the embedding dimension.
+        A list of 2-D arrays (multi-vector / token embeddings) returns a list
+        of quantized matrices sharing one set of ranges.
+    precision : {"float32", "int8", "uint8", "binary", "ubinary"}
+        ``int8``/``uint8``: per-dimension scalar quantization into 256
+        buckets, ``floor((x - min) / step)`` clipped to [0, 255] with
+        ``step = (max - min) / 255`` in float32; int8 is that value - 128.
+        ``binary``/``ubinary``: one bit per dimension (``x > 0``), packed
+        big-endian along the last axis into ``ceil(d / 8)`` bytes; binary is
+        the ubinary byte - 128 as int8.
+    ranges : numpy.ndarray, shape (2, d), optional
+        int8/uint8 only: row 0 the per-dimension minimum, row 1 the maximum.
+    calibration_embeddings : numpy.ndarray, optional
+        int8/uint8 only: embeddings to compute ``ranges`` from when ``ranges``
+        is not given (otherwise the input itself is used, which needs >= 2
+        rows and logs a warning under 100).
+    threads : int or None, keyword-only
+        Worker threads for large inputs (None: all usable cores).
+
+    Returns
+    -------
+    numpy.ndarray or list of numpy.ndarray
+        float32, int8, uint8, int8 (binary) or uint8 (ubinary).
+
+    Raises
+    ------
+    ValueError
+        Unsupported precision; ranges from a single embedding; NaN values in
+        int8/uint8 input or calibration data (quantlib refuses what upstream
+        silently turns into garbage); ranges of the wrong shape or not finite.
+    Exception
+        int8/uint8 input (the same plain ``Exception`` as upstream).
+    TypeError
+        Non-numeric input.
+
+    Notes
+    -----
+    ±inf saturate to 0 / 255 exactly as upstream. The calibration maximum
+    usually maps to bucket 254, not 255, because the float32 step rounds up;
+    this is reproduced bit for bit.
+    """
+    if _is_torch_tensor(embeddings):
+        embeddings = _tensor_to_numpy(embeddings)
+    elif isinstance(embeddings, list):
+        if not embeddings:
+            return []
+        if _is_torch_tensor(embeddings[0]):
+            embeddings = [_tensor_to_numpy(e) if _is_torch_tensor(e) else e for e in embeddings]
+        if isinstance(embeddings[0], np.ndarray) and embeddings[0].ndim == 2:
+            if precision not in PRECISIONS:
+                raise ValueError(f"Precision {precision!r} is not supported")
+            if precision.endswith("int8") and ranges is None:
+                calib = (np.concatenate(embeddings, axis=0)
+                         if calibration_embeddings is None else calibration_embeddings)
+                if len(calib):
+                    if calibration_embeddings is None:
+                        ranges = _self_ranges(np.asarray(calib), precision)
+                    else:
+                        ranges = _ranges_from(calibration_embeddings, precision)
+            return [
+                quantize_embeddings(m, precision=precision, ranges=ranges,
+                                    calibration_embeddings=calibration_embeddings,
+                                    threads=threads)
+                for m in embeddings
+            ]
+        embeddings = np.array(embeddings)
+    elif not isinstance(embeddings, np.ndarray):
+        if isinstance(embeddings, (str, bytes)) or embeddings is None:
+            raise TypeError(
+                "embeddings must be a numpy array, a torch tensor or a list of them, "
+                f"got {type(embeddings).__name__}"
+            )
+        embeddings = np.asarray(embeddings)
+
+    if embeddings.dtype in (np.uint8, np.int8):
+        raise Exception("Embeddings to quantize must be float rather than int8 or uint8.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Precision {precision!r} is not supported")
+    _check_real(embeddings, "embeddings")
+
+    if embeddings.ndim == 2 and embeddings.shape[0] == 0 and precision != "float32":
+        dim = embeddings.shape[1]
+        width = dim if precision.endswith("int8") else (dim + 7) // 8
+        return np.zeros((0, width), dtype=np.int8 if precision in ("int8", "binary") else np.uint8)
+
+    if precision == "float32":
+        return embeddings.astype(np.float32)
+
+    if precision in ("int8", "uint8"):
+        if embeddings.ndim == 0:
+            raise ValueError("embeddings must have at least one dimension, got a 0-d array")
+        d = embeddings.shape[-1]
+        if ranges is None:
+            if calibration_embeddings is None:
+                if embeddings.ndim > 2:
+                    return _nd_self_calibrated(embeddings, precision)
+                ranges = _self_ranges(embeddings, precision)
+            else:
+                ranges = _ranges_from(calibration_embeddings, precision)
+        ranges32 = _coerce_ranges(ranges, d)
+        out = _scalar_quantize(embeddings, ranges32, 0x80 if precision == "int8" else 0, threads)
+        return out.view(np.int8) if precision == "int8" else out
+
+    # binary / ubinary
+    out = _pack_sign(embeddings, 0x80 if precision == "binary" else 0, threads)
+    return out.view(np.int8) if precision == "binary" else out
+
+
+def _nd_self_calibrated(x: np.ndarray, precision: str) -> np.ndarray:
+    """N-D input with neither ranges nor calibration: upstream reduces along
+    axis 0 only, so its "ranges" are not per-dimension min/max. Reproduced
+    with upstream's own numpy formula for exact compatibility (documented as
+    meaningless; pass ``ranges`` for N-D input)."""
+    if x.dtype.kind == "f" and np.isnan(x).any():
+        _raise_nan(x, "embeddings")
+    ranges = _self_ranges_nd(x, precision).astype(np.float32, copy=False)
+    starts = ranges[0, :]
+    steps = (ranges[1, :] - starts) / 255
+    steps = np.where(steps == 0, 1, steps)
+    q = np.clip(np.floor((x - starts) / steps), 0, 255)
+    if precision == "uint8":
+        return q.astype(np.uint8)
+    return (q - 128).astype(np.int8)
+
+
+def _self_ranges_nd(x: np.ndarray, precision: str) -> np.ndarray:
+    if x.shape[0] == 1:
+        _self_ranges(x, precision)  # raises the single-embedding error
+    if x.shape[0] < 100:
+        logger.warning(
+            f"Computing {precision} quantization buckets based on {len(x)} embeddings."
+            f" {precision} quantization is more stable with `ranges` calculated from more embeddings "
+            "or a `calibration_embeddings` that can be used to calculate the buckets."
+        )
+    return np.vstack((np.min(x, axis=0), np.max(x, axis=0)))
+
+
+def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray) -> np.ndarray:
+    """Map int8/uint8 codes back to float64 bucket floors: ``(code [+128]) * step + min``.
+
+    This is what sentence-transformers 6.2 rescores candidates with.
+    """
+    if precision not in ("int8", "uint8"):
+        raise ValueError(f"precision must be 'int8' or 'uint8', got {precision!r}")
+    c = np.asarray(codes)
+    want = np.int8 if precision == "int8" else np.uint8
+    if c.dtype != want:
+        raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")
+    r = _coerce_ranges(ranges, c.shape[-1])
+    starts, steps = _steps(r)
+    v = c.astype(np.float64)
+    if precision == "int8":
+        v += 128
+    return v * steps + starts

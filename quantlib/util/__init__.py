@@ -1,0 +1,1 @@
+"""Compatibility paths mirroring ``sentence_transformers.util``."""

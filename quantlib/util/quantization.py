@@ -1,0 +1,5 @@
+"""Mirror of ``sentence_transformers.util.quantization``: change the import,
+keep the code."""
+from ..quantization import quantize_embeddings  # noqa: F401
+
+__all__ = ["quantize_embeddings"]

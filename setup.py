@@ -1,0 +1,105 @@
+"""Build script for quantlib's compiled core.
+
+The Cython module ``quantlib._core`` links the baseline C files (dispatch,
+top-k, scalar kernels) and one object per SIMD level, each compiled with the
+flags of its own target only.  The dispatcher picks a level at import time
+from CPUID and XCR0, so one build runs on every CPU of the architecture.
+
+Environment variables (build time):
+  QUANTLIB_MARCH_NATIVE=1  add -march=native to every object (not portable;
+                           for local experiments only)
+  QUANTLIB_SANITIZE=1      build with AddressSanitizer + UBSan
+  QUANTLIB_DEBUG=1         -O0 -g
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+CSRC = "csrc"
+machine = platform.machine().lower()
+IS_X86_64 = machine in ("x86_64", "amd64")
+IS_AARCH64 = machine in ("aarch64", "arm64")
+IS_MSVC = sys.platform == "win32"
+
+# (source, extra flags, macro telling dispatch.c the level is compiled in)
+ISA_OBJECTS: list[tuple[str, list[str], str]] = []
+if IS_X86_64 and not IS_MSVC:
+    _avx2 = ["-mavx2", "-mfma", "-mbmi2", "-mpopcnt", "-mavx"]
+    _avx512 = _avx2 + [
+        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
+        "-mavx512vpopcntdq", "-mavx512vnni", "-mavx512bitalg",
+    ]
+    ISA_OBJECTS = [
+        (f"{CSRC}/kernels_avx2.c", _avx2, "QL_HAVE_AVX2"),
+        (f"{CSRC}/kernels_avx512.c", _avx512, "QL_HAVE_AVX512"),
+    ]
+elif IS_AARCH64 and not IS_MSVC:
+    ISA_OBJECTS = [(f"{CSRC}/kernels_neon.c", [], "QL_HAVE_NEON")]
+
+
+def _common_flags() -> list[str]:
+    if IS_MSVC:
+        return ["/O2", "/fp:precise"]
+    flags = ["-std=c11", "-ffp-contract=off", "-fno-math-errno", "-fvisibility=hidden",
+             "-Wall", "-Wno-unused-function"]
+    if os.environ.get("QUANTLIB_DEBUG"):
+        flags += ["-O0", "-g"]
+    else:
+        flags += ["-O3"]
+    if os.environ.get("QUANTLIB_SANITIZE"):
+        flags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                  "-fno-sanitize-recover=undefined", "-g"]
+    if os.environ.get("QUANTLIB_MARCH_NATIVE"):
+        flags += ["-march=native"]
+    elif IS_X86_64:
+        flags += ["-march=x86-64", "-mtune=generic"]  # baseline pinned: no POPCNT/AVX
+    return flags
+
+
+def _link_flags() -> list[str]:
+    if os.environ.get("QUANTLIB_SANITIZE") and not IS_MSVC:
+        return ["-fsanitize=address,undefined"]
+    return []
+
+
+class BuildExt(build_ext):
+    """Compile each ISA file with its own target flags, then link them in."""
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name == "quantlib._core" and ISA_OBJECTS:
+            objects = []
+            for src, flags, macro in ISA_OBJECTS:
+                objects += self.compiler.compile(
+                    [src],
+                    output_dir=self.build_temp,
+                    include_dirs=[CSRC],
+                    extra_postargs=_common_flags() + flags,
+                    depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"],
+                )
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
+
+
+def _extensions() -> list[Extension]:
+    from Cython.Build import cythonize
+
+    macros = [(m, "1") for _, _, m in ISA_OBJECTS]
+    ext = Extension(
+        "quantlib._core",
+        sources=["quantlib/_core.pyx", f"{CSRC}/dispatch.c", f"{CSRC}/topk.c",
+                 f"{CSRC}/kernels_scalar.c"],
+        include_dirs=[CSRC],
+        define_macros=macros,
+        extra_compile_args=_common_flags(),
+        extra_link_args=_link_flags(),
+        depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"],
+    )
+    return cythonize([ext], language_level=3, compiler_directives={"embedsignature": True})
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
