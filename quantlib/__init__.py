@@ -20,6 +20,7 @@ from .quantization import (  # noqa: E402
     dequantize_embeddings,
     quantize_embeddings,
 )
+from .search import hamming_distance, int8_dot, merge_topk, rescore, search  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -28,6 +29,11 @@ __all__ = [
     "calibration_ranges",
     "dequantize_embeddings",
     "get_isa",
+    "hamming_distance",
+    "int8_dot",
+    "merge_topk",
+    "rescore",
+    "search",
     "quantize_embeddings",
     "set_isa",
     "show_config",

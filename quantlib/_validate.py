@@ -1,0 +1,117 @@
+"""Argument checking shared by the public functions: clear TypeError /
+ValueError messages naming the argument, the expected and the actual
+dtype / shape."""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+CODE_DTYPES = {
+    "binary": np.dtype(np.int8),
+    "ubinary": np.dtype(np.uint8),
+    "int8": np.dtype(np.int8),
+    "uint8": np.dtype(np.uint8),
+}
+SEARCH_PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """ndarray (incl. memmap, read-only, strided) as is; torch tensors moved to
+    host memory; other array-likes through np.asarray. Objects that are not
+    array-like raise TypeError."""
+    if isinstance(x, np.ndarray):
+        return x
+    t = type(x)
+    if t.__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
+        import torch
+
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return x.detach().cpu().numpy()
+    if x is None or isinstance(x, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be a numpy array (or array-like), got {t.__name__}")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a numpy array (or array-like), got {t.__name__}: {exc}") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be a numeric array, got an object array from {t.__name__}")
+    return arr
+
+
+def as_2d(x: np.ndarray, name: str) -> Tuple[np.ndarray, bool]:
+    """Promote 1-D to (1, d); returns (array, was_1d). 0-d and >2-D raise."""
+    if x.ndim == 1:
+        return x[None, :], True
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 1-D (d,) or 2-D (n, d), got {x.ndim}-D array of shape {x.shape}")
+    return x, False
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {type(k).__name__} {k!r}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1, got {k}")
+    return k
+
+
+def check_precision(precision: Any, allowed=SEARCH_PRECISIONS, name: str = "precision") -> str:
+    if not isinstance(precision, str) or precision not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(p) for p in allowed)}, got {precision!r}")
+    return precision
+
+
+def infer_precision(x: np.ndarray, name: str) -> str:
+    if x.dtype.kind == "f":
+        return "float32"
+    if x.dtype == np.int8:
+        raise ValueError(
+            f"precision is ambiguous for int8 {name}: pass precision='binary' (packed bits from "
+            "quantize_embeddings(..., 'binary')) or precision='int8' (scalar codes)"
+        )
+    if x.dtype == np.uint8:
+        raise ValueError(
+            f"precision is ambiguous for uint8 {name}: pass precision='ubinary' (packed bits) or "
+            "precision='uint8' (scalar codes)"
+        )
+    raise TypeError(
+        f"{name} must be float32 embeddings or int8/uint8 codes, got dtype {x.dtype}"
+    )
+
+
+def check_codes(x: np.ndarray, precision: str, name: str) -> np.ndarray:
+    want = CODE_DTYPES[precision]
+    if x.dtype != want:
+        hint = ""
+        if x.dtype.kind == "f":
+            hint = f"; quantize first with quantize_embeddings(x, {precision!r})"
+        raise TypeError(f"{name} must have dtype {want} for precision={precision!r}, got {x.dtype}{hint}")
+    return x
+
+
+def width_desc(width: int, precision: str) -> str:
+    if precision in ("binary", "ubinary"):
+        return f"{width} bytes per code ({width * 8} bits)"
+    return f"{width} dims"
+
+
+def check_same_width(q: np.ndarray, c: np.ndarray, precision: str,
+                     qname: str = "queries", cname: str = "corpus") -> None:
+    if q.shape[1] != c.shape[1]:
+        raise ValueError(
+            f"{qname} have {width_desc(q.shape[1], precision)} but {cname} has "
+            f"{width_desc(c.shape[1], precision)}; both must come from embeddings of the same dimension"
+        )
+
+
+def contiguous(x: np.ndarray, dtype: Optional[np.dtype] = None) -> np.ndarray:
+    """C-contiguous view (no copy when already contiguous, memmaps stay mapped)."""
+    if dtype is not None and x.dtype != dtype:
+        return np.ascontiguousarray(x, dtype=dtype)
+    if x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x)

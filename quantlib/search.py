@@ -1,0 +1,425 @@
+"""Exact top-k search over quantized (and float) embeddings.
+
+All results are exact and deterministic: distances ascending / scores
+descending, ties to the lower corpus index, identical for every thread
+count and every kernel level (scalar, AVX2, AVX-512, NEON).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._threads import resolve_threads, run_parallel, split_range
+from ._validate import (
+    as_2d,
+    check_codes,
+    check_k,
+    check_precision,
+    check_same_width,
+    contiguous,
+    infer_precision,
+    to_numpy,
+)
+
+__all__ = ["search", "hamming_distance", "int8_dot", "rescore", "merge_topk"]
+
+# Work (query-rows x corpus-bytes) below which a call stays on one thread.
+_PARALLEL_MIN_WORK = 1 << 22
+# Corpus rows per BLAS block for float32 search (bounds the score buffer).
+_FLOAT_BLOCK = 16384
+
+
+# ------------------------------------------------------------------ merging
+def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of concatenated candidate lists, row by row.
+
+    ``values`` and ``ids`` are (Q, m) arrays; the best ``min(k, m)`` pairs
+    per row are returned, ordered by value (descending if ``descending``)
+    then by the lower id. Used to merge the partial results of corpus shards
+    (threads, index segments, distributed shards) with the same tie rule as
+    the kernels.
+    """
+    values = np.asarray(values)
+    ids = np.asarray(ids, dtype=np.int64)
+    if values.shape != ids.shape or values.ndim != 2:
+        raise ValueError(f"values and ids must be 2-D arrays of one shape, got {values.shape} and {ids.shape}")
+    kk = min(k, values.shape[1])
+    if values.shape[1] == 0:
+        return values[:, :0], ids[:, :0]
+    primary = -values if descending else values
+    if primary.dtype.kind in "iu":
+        primary = primary.astype(np.int64)
+    order = np.lexsort((ids, primary), axis=-1)[:, :kk]
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+# ------------------------------------------------------------------ kernels
+def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: int):
+    """q, c: C-contiguous uint8 views. Returns (keys int32, ids int64) of (nq, min(k, nc))."""
+    nq, width = q.shape
+    nc = c.shape[0]
+    kk = min(k, nc)
+    binary = precision in ("binary", "ubinary")
+    signed = precision == "int8"
+
+    def run(qa: np.ndarray, ca: np.ndarray, offset: int):
+        kq = min(k, ca.shape[0])
+        vals = np.empty((qa.shape[0], kq), np.int32)
+        idx = np.empty((qa.shape[0], kq), np.int64)
+        if binary:
+            _core.hamming_topk(qa, ca, k, offset, vals, idx)
+        else:
+            _core.dot_topk(qa, ca, signed, k, offset, vals, idx)
+        return vals, idx
+
+    work = nq * nc * width
+    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+        return run(q, c, 0)
+    if nq >= 8 * threads:
+        # many queries: split the queries, every thread scans the corpus
+        chunks = split_range(nq, threads)
+        parts = run_parallel(lambda a, b: run(q[a:b], c, 0), chunks)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    # few queries: split the corpus, merge the partial top-k lists
+    chunks = split_range(nc, threads, align=64)
+    parts = run_parallel(lambda a, b: run(q, c[a:b], a), chunks)
+    vals = np.concatenate([p[0] for p in parts], axis=1)
+    idx = np.concatenate([p[1] for p in parts], axis=1)
+    return merge_topk(vals, idx, kk, descending=not binary)
+
+
+def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int):
+    """Inner-product top-k with numpy BLAS, exact ordering rules."""
+    nq = q.shape[0]
+    nc = c.shape[0]
+    kk = min(k, nc)
+    best_v = np.empty((nq, 0), np.float32)
+    best_i = np.empty((nq, 0), np.int64)
+    for s in range(0, nc, _FLOAT_BLOCK):
+        block = c[s : s + _FLOAT_BLOCK]
+        scores = q @ block.T  # (nq, b) float32
+        b = scores.shape[1]
+        kb = min(kk, b)
+        if kb < b:
+            # threshold = k-th largest; keep every score >= it (ties included)
+            thr = -np.partition(-scores, kb - 1, axis=1)[:, kb - 1]
+            rows, cols = np.nonzero(scores >= thr[:, None])
+            vals = scores[rows, cols]
+            order = np.lexsort((cols, -vals, rows))
+            rows, cols, vals = rows[order], cols[order], vals[order]
+            starts = np.searchsorted(rows, np.arange(nq))
+            pos = starts[:, None] + np.arange(kb)[None, :]
+            cand_v = vals[pos]
+            cand_i = cols[pos].astype(np.int64) + s
+        else:
+            cand_v = scores
+            cand_i = np.broadcast_to(np.arange(s, s + b, dtype=np.int64), scores.shape)
+        best_v, best_i = merge_topk(np.concatenate([best_v, cand_v], axis=1),
+                                    np.concatenate([best_i, cand_i], axis=1), kk, descending=True)
+    return best_v.astype(np.float32, copy=False), best_i
+
+
+# ------------------------------------------------------------------ public
+def search(
+    queries: Any,
+    corpus: Any,
+    k: int = 10,
+    *,
+    precision: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-k search of ``queries`` in ``corpus``.
+
+    Parameters
+    ----------
+    queries : array_like, shape (Q, w) or (w,)
+        Query codes (or float32 embeddings for ``precision="float32"``).
+    corpus : array_like, shape (N, w)
+        Corpus codes of the same precision and width. Memory-mapped arrays
+        are scanned in place (no copy when C-contiguous).
+    k : int
+        Number of neighbours; ``k > N`` returns N columns (never padding).
+    precision : {"binary", "ubinary", "int8", "uint8", "float32"}, optional
+        ``binary``/``ubinary``: packed bits (int8 / uint8 from
+        :func:`quantize_embeddings`), compared by Hamming distance; both give
+        identical distances. ``int8``/``uint8``: scalar codes, compared by
+        their exact integer dot product. ``float32``: inner product computed
+        with numpy's BLAS. Inferred from the dtype when unambiguous (float
+        input), otherwise required.
+    threads : int or None
+        Worker threads, None = all usable cores. Policy: small problems stay
+        on the calling thread; with at least 8 queries per thread the queries
+        are split across threads (each scans the corpus); with fewer queries
+        the corpus is split and the partial top-k lists are merged. Results
+        are identical for every thread count.
+
+    Returns
+    -------
+    values : numpy.ndarray, shape (Q, min(k, N))
+        int32 Hamming distances (ascending) for binary/ubinary, int32 dot
+        products (descending) for int8/uint8, float32 inner products
+        (descending) for float32.
+    indices : numpy.ndarray of int64, same shape
+        Corpus row numbers; ties go to the lower index.
+        A 1-D query gives 1-D results.
+
+    Raises
+    ------
+    TypeError
+        Wrong dtype for the precision, non-integer ``k``, non-array input.
+    ValueError
+        Unknown or ambiguous precision, ``k < 1``, mismatched widths, wrong
+        rank, dimension too large for exact int32 dot products.
+    """
+    q = to_numpy(queries, "queries")
+    c = to_numpy(corpus, "corpus")
+    k = check_k(k)
+    if precision is None:
+        precision = infer_precision(c, "corpus")
+    precision = check_precision(precision)
+    t = resolve_threads(threads)
+    q2, was_1d = as_2d(q, "queries")
+    if c.ndim != 2:
+        raise ValueError(f"corpus must be 2-D (N, w), got {c.ndim}-D array of shape {c.shape}")
+
+    if precision == "float32":
+        for arr, name in ((q2, "queries"), (c, "corpus")):
+            if arr.dtype.kind not in "fiu" or arr.dtype in (np.int8, np.uint8):
+                raise TypeError(f"{name} must be float embeddings for precision='float32', got dtype {arr.dtype}")
+        check_same_width(q2, c, precision)
+        if not np.isfinite(q2).all():
+            raise ValueError("queries contain NaN or infinite values")
+        qf = contiguous(q2, np.float32)
+        cf = contiguous(c, np.float32)
+        nq, nc = qf.shape[0], cf.shape[0]
+        if nq == 0 or nc == 0 or qf.shape[1] == 0:
+            vals = np.zeros((nq, min(k, nc)), np.float32) if qf.shape[1] == 0 else np.empty((nq, 0), np.float32)
+            idx = np.broadcast_to(np.arange(vals.shape[1], dtype=np.int64), vals.shape).copy()
+        else:
+            vals, idx = _float_topk(qf, cf, k, t)
+    else:
+        check_codes(q2, precision, "queries")
+        check_codes(c, precision, "corpus")
+        check_same_width(q2, c, precision)
+        width = c.shape[1]
+        if width == 0:
+            raise ValueError("codes must have at least one byte / dimension, got width 0")
+        if precision in ("int8", "uint8"):
+            limit = _core.DOT_MAX_DIM_SIGNED if precision == "int8" else _core.DOT_MAX_DIM_UNSIGNED
+            if width > limit:
+                raise ValueError(f"{precision} dot products are exact in int32 up to {limit} dims, got {width}")
+        qc = contiguous(q2).view(np.uint8)
+        cc = contiguous(c).view(np.uint8)
+        nq, nc = qc.shape[0], cc.shape[0]
+        if nq == 0 or nc == 0:
+            vals = np.empty((nq, min(k, nc)), np.int32)
+            idx = np.empty((nq, min(k, nc)), np.int64)
+        else:
+            vals, idx = _kernel_topk(qc, cc, k, precision, t)
+    if was_1d:
+        return vals[0], idx[0]
+    return vals, idx
+
+
+def _pairwise(a: Any, b: Any, threads: Optional[int], binary: bool, names=("a", "b")):
+    x = to_numpy(a, names[0])
+    y = to_numpy(b, names[1])
+    x2, x1d = as_2d(x, names[0])
+    y2, y1d = as_2d(y, names[1])
+    if binary:
+        for arr, nm in ((x2, names[0]), (y2, names[1])):
+            if arr.dtype not in (np.int8, np.uint8):
+                raise TypeError(f"{nm} must be packed binary codes (int8 or uint8), got dtype {arr.dtype}")
+        prec = "ubinary"
+        signed = False
+    else:
+        if x2.dtype != y2.dtype or x2.dtype not in (np.int8, np.uint8):
+            raise TypeError(
+                f"{names[0]} and {names[1]} must both be int8 or both uint8 codes, got {x2.dtype} and {y2.dtype}")
+        prec = "int8" if x2.dtype == np.int8 else "uint8"
+        signed = prec == "int8"
+        limit = _core.DOT_MAX_DIM_SIGNED if signed else _core.DOT_MAX_DIM_UNSIGNED
+        if x2.shape[1] > limit:
+            raise ValueError(f"{prec} dot products are exact in int32 up to {limit} dims, got {x2.shape[1]}")
+    check_same_width(x2, y2, prec, names[0], names[1])
+    xa = contiguous(x2).view(np.uint8)
+    ya = contiguous(y2).view(np.uint8)
+    na, nb = xa.shape[0], ya.shape[0]
+    out = np.zeros((na, nb), np.int32)
+    if na and nb and xa.shape[1]:
+        t = resolve_threads(threads)
+        kern = (lambda s, e: _core.hamming_matrix(xa[s:e], ya, out[s:e])) if binary else \
+            (lambda s, e: _core.dot_matrix(xa[s:e], ya, signed, out[s:e]))
+        if t <= 1 or na * nb * xa.shape[1] < _PARALLEL_MIN_WORK:
+            kern(0, na)
+        elif na >= t:
+            run_parallel(kern, split_range(na, t))
+        else:  # few rows in a: split b's columns into separate outputs
+            def col(s: int, e: int):
+                o = np.empty((na, e - s), np.int32)
+                if binary:
+                    _core.hamming_matrix(xa, ya[s:e], o)
+                else:
+                    _core.dot_matrix(xa, ya[s:e], signed, o)
+                out[:, s:e] = o
+
+            run_parallel(col, split_range(nb, t))
+    if x1d and y1d:
+        return out[0, 0]
+    if x1d:
+        return out[0]
+    if y1d:
+        return out[:, 0]
+    return out
+
+
+def hamming_distance(a: Any, b: Any, *, threads: Optional[int] = None) -> np.ndarray:
+    """All-pairs Hamming distances between packed binary codes (a cdist).
+
+    Parameters
+    ----------
+    a : array_like, shape (na, nbytes) or (nbytes,)
+    b : array_like, shape (nb, nbytes) or (nbytes,)
+        Packed codes, int8 (``binary``) or uint8 (``ubinary``), in any mix:
+        the -128 offset of ``binary`` is an XOR with 0x80 on every byte, so
+        distances are the same.
+    threads : int or None
+        Worker threads (None: all usable cores).
+
+    Returns
+    -------
+    numpy.ndarray of int32, shape (na, nb)
+        Computed in tiles by the SIMD kernels. 1-D inputs drop their axis.
+    """
+    return _pairwise(a, b, threads, binary=True)
+
+
+def int8_dot(a: Any, b: Any, *, threads: Optional[int] = None) -> np.ndarray:
+    """All-pairs exact integer dot products of int8 (or uint8) codes.
+
+    Parameters
+    ----------
+    a : array_like, shape (na, d) or (d,)
+    b : array_like, shape (nb, d) or (d,)
+        Both int8 or both uint8.
+    threads : int or None
+
+    Returns
+    -------
+    numpy.ndarray of int32, shape (na, nb)
+        Exact (``d`` is limited so the int32 sum cannot overflow: 131071 dims
+        for int8, 33025 for uint8).
+    """
+    return _pairwise(a, b, threads, binary=False)
+
+
+def rescore(
+    queries: Any,
+    codes: Any,
+    candidates: Any,
+    *,
+    precision: str,
+    ranges: Optional[Any] = None,
+    k: Optional[int] = None,
+    threads: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Rescore candidate rows with float queries, as sentence-transformers 6.2 does.
+
+    Parameters
+    ----------
+    queries : array_like, shape (Q, d) or (d,)
+        Float query embeddings.
+    codes : array_like
+        The corpus codes the candidates index into: (N, d) int8/uint8 for
+        ``precision="int8"/"uint8"`` or (N, ceil(d/8)) int8/uint8 packed bits
+        for ``"binary"/"ubinary"``. May be a memory map: only the candidate
+        rows are read.
+    candidates : array_like of int, shape (Q, m) or (m,)
+        Row numbers into ``codes`` per query (e.g. from :func:`search`); -1
+        marks an empty slot.
+    precision : {"int8", "uint8", "binary", "ubinary"}
+    ranges : array_like, shape (2, d)
+        Required for int8/uint8: the ranges the codes were quantized with.
+        Candidates are dequantized to ``(code [+128]) * step + min`` and dotted
+        with the query in float64.
+    k : int, optional
+        Keep the best ``k`` (default: all m).
+    threads : int or None
+
+    Returns
+    -------
+    scores : numpy.ndarray of float64, shape (Q, min(k, m))
+        Descending; ties to the lower corpus id. Binary scores are the sum of
+        the query components whose bit is 1. Empty slots score -inf, come last
+        and keep id -1.
+    ids : numpy.ndarray of int64, same shape
+    """
+    precision = check_precision(precision, ("int8", "uint8", "binary", "ubinary"))
+    q = to_numpy(queries, "queries")
+    q2, was_1d = as_2d(q, "queries")
+    if q2.dtype.kind not in "fiu" or q2.dtype in (np.int8, np.uint8):
+        raise TypeError(f"queries must be float embeddings, got dtype {q2.dtype}")
+    c = to_numpy(codes, "codes")
+    if c.ndim != 2:
+        raise ValueError(f"codes must be 2-D, got shape {c.shape}")
+    check_codes(c, precision, "codes")
+    cand = to_numpy(candidates, "candidates")
+    if cand.ndim == 1:
+        cand = cand[None, :]
+    if cand.ndim != 2 or cand.dtype.kind not in "iu":
+        raise TypeError(f"candidates must be a 2-D integer array (Q, m), got dtype {cand.dtype} shape {cand.shape}")
+    if cand.shape[0] != q2.shape[0]:
+        raise ValueError(f"candidates has {cand.shape[0]} rows but there are {q2.shape[0]} queries")
+    n = c.shape[0]
+    ids = np.ascontiguousarray(cand, dtype=np.int64)
+    if ids.size and (ids.max() >= n or ids.min() < -1):
+        raise ValueError(f"candidates must be in [0, {n}) or -1 for an empty slot; got min {ids.min()}, max {ids.max()}")
+    d = q2.shape[1]
+    q64 = np.ascontiguousarray(q2, dtype=np.float64)
+    if not np.isfinite(q64).all():
+        raise ValueError("queries contain NaN or infinite values")
+    nq, m = ids.shape
+    out = np.empty((nq, m), np.float64)
+    t = resolve_threads(threads)
+    cc = contiguous(c).view(np.uint8)
+
+    if precision in ("binary", "ubinary"):
+        if c.shape[1] != (d + 7) // 8:
+            raise ValueError(
+                f"codes have {c.shape[1]} bytes per row ({c.shape[1] * 8} bits) but queries have {d} dims, "
+                f"which pack to {(d + 7) // 8} bytes")
+        mask = 0x80 if precision == "binary" else 0
+        kern = lambda s, e: _core.rescore_bits(q64[s:e], cc, mask, ids[s:e], out[s:e])
+        bias = None
+    else:
+        if c.shape[1] != d:
+            raise ValueError(f"codes have {c.shape[1]} dims but queries have {d}")
+        if ranges is None:
+            raise ValueError(f"ranges is required to dequantize {precision} codes (the (2, {d}) ranges they were quantized with)")
+        from .quantization import _coerce_ranges, _steps
+
+        starts, steps = _steps(_coerce_ranges(to_numpy(ranges, "ranges"), d))
+        w = np.ascontiguousarray(q64 * steps.astype(np.float64))
+        bias = q64 @ starts.astype(np.float64)
+        if precision == "int8":
+            bias = bias + 128.0 * w.sum(axis=1)
+        signed = precision == "int8"
+        kern = lambda s, e: _core.rescore_codes(w[s:e], cc, signed, ids[s:e], out[s:e])
+    if nq and m:
+        if t > 1 and nq >= 2 * t and nq * m * d > _PARALLEL_MIN_WORK // 4:
+            run_parallel(kern, split_range(nq, t))
+        else:
+            kern(0, nq)
+        if bias is not None:
+            out += bias[:, None]  # -inf stays -inf
+    kk = m if k is None else min(check_k(k), m)
+    # order: score descending, then id ascending; empty slots (-inf, id -1) last
+    sort_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((sort_ids, -out), axis=-1)[:, :kk]
+    scores = np.take_along_axis(out, order, axis=1)
+    rid = np.take_along_axis(ids, order, axis=1)
+    if was_1d:
+        return scores[0], rid[0]
+    return scores, rid
