@@ -79,7 +79,7 @@ class BuildExt(build_ext):
                     output_dir=self.build_temp,
                     include_dirs=[CSRC],
                     extra_postargs=_common_flags() + flags,
-                    depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"],
+                    depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h", f"{CSRC}/kernels_scalar.c"],
                 )
             ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
@@ -97,7 +97,9 @@ def _extensions() -> list[Extension]:
         define_macros=macros,
         extra_compile_args=_common_flags(),
         extra_link_args=_link_flags(),
-        depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"],
+        # the ISA objects are linked in as extra objects: list their sources so
+        # a change to any of them relinks the extension
+        depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"] + [src for src, _, _ in ISA_OBJECTS],
     )
     return cythonize([ext], language_level=3, compiler_directives={"embedsignature": True})
 
