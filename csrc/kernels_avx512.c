@@ -290,6 +290,7 @@ QL_AI void ham_block(const uint8_t *q0, const uint8_t *q1, const uint8_t *q2, co
     __m512i c0 = a0, c1 = a0, c2 = a0, c3 = a0;
     __m512i d0 = a0, d1 = a0, d2 = a0, d3 = a0;
     const size_t gs = nw * 8;
+#pragma GCC unroll 4
     for (size_t w = 0; w < nw; w++) {
         const uint64_t *tw = Tg + w * 8;
         __m512i t0 = _mm512_load_si512(tw), t1 = _mm512_load_si512(tw + gs);
@@ -330,10 +331,24 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                     qp[t] = q + qi * nbytes;
                 }
             }
+            __m512i thr[HAM_QB];
+            if (topk)
+                for (size_t t = 0; t < HAM_QB; t++)
+                    thr[t] = _mm512_set1_epi64(t < nqb ? states[i0 + t].thr : 0);
             for (size_t g0 = 0; g0 < ng; g0 += HAM_GB) {
                 __m512i acc[16];
                 ham_block(qp[0], qp[1], qp[2], qp[3], T + g0 * nw * 8, nw, acc);
                 size_t rbase = c0 + g0 * 8;
+                if (topk) {
+                    /* cheap common case: no lane of the 4 x 32 beats its threshold */
+                    __m512i m0 = _mm512_min_epu64(_mm512_min_epu64(acc[0], acc[1]), _mm512_min_epu64(acc[2], acc[3]));
+                    __m512i m1 = _mm512_min_epu64(_mm512_min_epu64(acc[4], acc[5]), _mm512_min_epu64(acc[6], acc[7]));
+                    __m512i m2 = _mm512_min_epu64(_mm512_min_epu64(acc[8], acc[9]), _mm512_min_epu64(acc[10], acc[11]));
+                    __m512i m3 = _mm512_min_epu64(_mm512_min_epu64(acc[12], acc[13]), _mm512_min_epu64(acc[14], acc[15]));
+                    __mmask8 any = (__mmask8)(_mm512_cmplt_epu64_mask(m0, thr[0]) | _mm512_cmplt_epu64_mask(m1, thr[1]) |
+                                              _mm512_cmplt_epu64_mask(m2, thr[2]) | _mm512_cmplt_epu64_mask(m3, thr[3]));
+                    if (!any) continue;
+                }
                 for (size_t t = 0; t < nqb; t++) {
                     for (size_t g = 0; g < HAM_GB; g++) {
                         size_t r = rbase + g * 8;
@@ -358,6 +373,7 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                                                      _mm512_cvtepi64_epi32(acc[4 * t + g]));
                         }
                     }
+                    if (topk) thr[t] = _mm512_set1_epi64(states[i0 + t].thr);
                 }
             }
         }
