@@ -25,6 +25,7 @@
  *    transpose-add tree to a vector whose lane 4*q + r is (query q, row r).
  */
 #include <immintrin.h>
+#include <stdlib.h>
 
 #include "ql_internal.h"
 
@@ -249,7 +250,9 @@ static inline int32_t ham_pair(const uint8_t *a, const uint8_t *b, size_t nbytes
 #define HAM_QB 4                 /* queries per register tile            */
 #define HAM_GB 4                 /* groups of 8 rows per register tile   */
 #define HAM_MAX_WORDS 512        /* transposed path up to 4096-byte codes */
+#ifndef HAM_TILE_BYTES
 #define HAM_TILE_BYTES (24 * 1024)
+#endif
 #define HAM_BUF_WORDS (16384)    /* 128 KiB transposed tile buffer        */
 
 /* Transpose rows [r0, r0 + cnt) of c into T[g][w][l] (zero padded up to ng groups). */
@@ -437,9 +440,16 @@ static void hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t n
 /* ---- integer dot products ---------------------------------------------- */
 /* ======================================================================= */
 
+/* acc += u8 x s8 (vpdpbusd).  Inline asm: GCC's builtin ties the accumulator in a
+ * way that made it copy and spill all 16 accumulators every iteration. */
+QL_AI __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+    return acc;
+}
+
 QL_AI __m512i dp(__m512i acc, __m512i qx, __m512i cv, int is_signed) {
     /* signed: u8 = q ^ 0x80 (q + 128), s8 = c; unsigned: u8 = c, s8 = q ^ 0x80 (q - 128) */
-    return is_signed ? _mm512_dpbusd_epi32(acc, qx, cv) : _mm512_dpbusd_epi32(acc, cv, qx);
+    return is_signed ? dpbusd(acc, qx, cv) : dpbusd(acc, cv, qx);
 }
 
 /* exact sum of the row's codes (int8 or uint8) */
@@ -485,50 +495,54 @@ QL_AI __m512i hsum16x16(const __m512i a[16]) {
 
 /* raw dpbusd sums of 4 queries x 4 rows; returns lane 4*q + r */
 QL_AI __m512i dot_block(const uint8_t *const qp[4], const uint8_t *const cp[4], size_t d,
-                        int is_signed) {
+                        int is_signed, int prebiased) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     __m512i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
     __m512i f0 = a0, f1 = a0, f2 = a0, f3 = a0;
+    const uint8_t *p0 = qp[0], *p1 = qp[1], *p2 = qp[2], *p3 = qp[3];
+    const uint8_t *r0 = cp[0], *r1 = cp[1], *r2 = cp[2], *r3 = cp[3];
+#define DOT_KSTEP(LD)                                                      \
+    do {                                                                   \
+        __m512i c0 = LD(r0), c1 = LD(r1), c2 = LD(r2), c3 = LD(r3), x;     \
+        x = LD(p0);                                                        \
+        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
+        DOT_STEP(x, c0, c1, c2, c3, a);                                    \
+        x = LD(p1);                                                        \
+        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
+        DOT_STEP(x, c0, c1, c2, c3, b);                                    \
+        x = LD(p2);                                                        \
+        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
+        DOT_STEP(x, c0, c1, c2, c3, e);                                    \
+        x = LD(p3);                                                        \
+        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
+        DOT_STEP(x, c0, c1, c2, c3, f);                                    \
+    } while (0)
+#define DOT_LD_FULL(P) _mm512_loadu_si512(P + j)
+#define DOT_LD_TAIL(P) _mm512_maskz_loadu_epi8(k, P + j)
     size_t j = 0;
-    for (; j + 64 <= d; j += 64) {
-        __m512i c0 = _mm512_loadu_si512(cp[0] + j), c1 = _mm512_loadu_si512(cp[1] + j);
-        __m512i c2 = _mm512_loadu_si512(cp[2] + j), c3 = _mm512_loadu_si512(cp[3] + j);
-        __m512i x;
-        x = _mm512_xor_si512(_mm512_loadu_si512(qp[0] + j), bias);
-        DOT_STEP(x, c0, c1, c2, c3, a);
-        x = _mm512_xor_si512(_mm512_loadu_si512(qp[1] + j), bias);
-        DOT_STEP(x, c0, c1, c2, c3, b);
-        x = _mm512_xor_si512(_mm512_loadu_si512(qp[2] + j), bias);
-        DOT_STEP(x, c0, c1, c2, c3, e);
-        x = _mm512_xor_si512(_mm512_loadu_si512(qp[3] + j), bias);
-        DOT_STEP(x, c0, c1, c2, c3, f);
-    }
+    for (; j + 64 <= d; j += 64) DOT_KSTEP(DOT_LD_FULL);
     if (j < d) {
+        /* beyond d the corpus bytes load as 0, so whatever the (biased) query
+         * byte is there, the product is 0 */
         __mmask64 k = tail_mask64(d - j);
-        const __m512i tb = _mm512_maskz_mov_epi8(k, bias);
-        __m512i c0 = _mm512_maskz_loadu_epi8(k, cp[0] + j), c1 = _mm512_maskz_loadu_epi8(k, cp[1] + j);
-        __m512i c2 = _mm512_maskz_loadu_epi8(k, cp[2] + j), c3 = _mm512_maskz_loadu_epi8(k, cp[3] + j);
-        __m512i x;
-        x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, qp[0] + j), tb);
-        DOT_STEP(x, c0, c1, c2, c3, a);
-        x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, qp[1] + j), tb);
-        DOT_STEP(x, c0, c1, c2, c3, b);
-        x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, qp[2] + j), tb);
-        DOT_STEP(x, c0, c1, c2, c3, e);
-        x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, qp[3] + j), tb);
-        DOT_STEP(x, c0, c1, c2, c3, f);
+        DOT_KSTEP(DOT_LD_TAIL);
     }
+#undef DOT_KSTEP
+#undef DOT_LD_FULL
+#undef DOT_LD_TAIL
     __m512i acc[16] = {a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3, f0, f1, f2, f3};
     return hsum16x16(acc);
 }
 
+#ifndef DOT_TILE_BYTES
 #define DOT_TILE_BYTES (32 * 1024)
+#endif
 #define DOT_TILE_MAX 256
 
 QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
-                     int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
+                     int is_signed, int prebiased, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
                      size_t ldo) {
     size_t tile = (DOT_TILE_BYTES / d) & ~(size_t)3;
     if (tile < 4) tile = 4;
@@ -550,7 +564,7 @@ QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                     cp[t] = c + (c0 + rr) * d;
                     cs[t] = rs[rr];
                 }
-                __m512i v = dot_block(qp, cp, d, is_signed);
+                __m512i v = dot_block(qp, cp, d, is_signed, prebiased);
                 /* correction: lane 4*q + r gets 128 * sum(c_r) (wrapping int32) */
                 __m512i corr = _mm512_slli_epi32(
                     _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)cs)), 7);
@@ -589,20 +603,47 @@ QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
     }
 }
 
+/* With enough queries, XOR them with 0x80 once per call into a scratch copy (one
+ * malloc per call, none in the loops); without it (or for few queries) the XOR is
+ * done on every load. */
+static void dot_run(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
+                    int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
+                    size_t ldo) {
+    uint8_t *qb = (nq >= 4 && nc >= 64) ? (uint8_t *)malloc(nq * d) : NULL;
+    if (qb) {
+        const size_t total = nq * d;
+        const __m512i bias = _mm512_set1_epi8((char)0x80);
+        for (size_t j = 0; j < total; j += 64) {
+            __mmask64 k = tail_mask64(total - j);
+            _mm512_mask_storeu_epi8(qb + j, k, _mm512_xor_si512(_mm512_maskz_loadu_epi8(k, q + j), bias));
+        }
+        if (is_signed) {
+            if (topk) dot_tiled(qb, nq, c, nc, d, 1, 1, 1, id_offset, states, NULL, 0);
+            else dot_tiled(qb, nq, c, nc, d, 1, 1, 0, 0, NULL, out, ldo);
+        } else {
+            if (topk) dot_tiled(qb, nq, c, nc, d, 0, 1, 1, id_offset, states, NULL, 0);
+            else dot_tiled(qb, nq, c, nc, d, 0, 1, 0, 0, NULL, out, ldo);
+        }
+        free(qb);
+        return;
+    }
+    if (is_signed) {
+        if (topk) dot_tiled(q, nq, c, nc, d, 1, 0, 1, id_offset, states, NULL, 0);
+        else dot_tiled(q, nq, c, nc, d, 1, 0, 0, 0, NULL, out, ldo);
+    } else {
+        if (topk) dot_tiled(q, nq, c, nc, d, 0, 0, 1, id_offset, states, NULL, 0);
+        else dot_tiled(q, nq, c, nc, d, 0, 0, 0, 0, NULL, out, ldo);
+    }
+}
+
 static void dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
                        int is_signed, int32_t *out, size_t ldo) {
-    if (is_signed)
-        dot_tiled(a, na, b, nb, d, 1, 0, 0, NULL, out, ldo);
-    else
-        dot_tiled(a, na, b, nb, d, 0, 0, 0, NULL, out, ldo);
+    dot_run(a, na, b, nb, d, is_signed, 0, 0, NULL, out, ldo);
 }
 
 static void dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                      int is_signed, int64_t id_offset, ql_topk_t *states) {
-    if (is_signed)
-        dot_tiled(q, nq, c, nc, d, 1, 1, id_offset, states, NULL, 0);
-    else
-        dot_tiled(q, nq, c, nc, d, 0, 1, id_offset, states, NULL, 0);
+    dot_run(q, nq, c, nc, d, is_signed, 1, id_offset, states, NULL, 0);
 }
 
 /* ======================================================================= */
