@@ -493,47 +493,105 @@ QL_AI __m512i hsum16x16(const __m512i a[16]) {
         A##3 = dp(A##3, QX, C3, is_signed);               \
     } while (0)
 
-/* raw dpbusd sums of 4 queries x 4 rows; returns lane 4*q + r */
-QL_AI __m512i dot_block(const uint8_t *const qp[4], const uint8_t *const cp[4], size_t d,
-                        int is_signed, int prebiased) {
+/* 8 accumulators -> lanes 0..7 of the result = their horizontal sums (8..15: junk) */
+QL_AI __m512i hsum8x16(const __m512i a[8]) {
+    __m512i l1[4], l2[2];
+    for (int i = 0; i < 4; i++)
+        l1[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]),
+                                 _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        l2[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(l1[2 * i], l1[2 * i + 1]),
+                                 _mm512_unpackhi_epi64(l1[2 * i], l1[2 * i + 1]));
+    /* w1 blocks: [V1 b0+b1, V1 b2+b3, V2 b0+b1, V2 b2+b3] */
+    __m512i w1 = _mm512_add_epi32(_mm512_shuffle_i32x4(l2[0], l2[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_i32x4(l2[0], l2[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(w1, w1, _MM_SHUFFLE(3, 3, 2, 0)),
+                            _mm512_shuffle_i32x4(w1, w1, _MM_SHUFFLE(3, 3, 3, 1)));
+}
+
+#define DOT_QB 6 /* queries per register tile (x 4 rows: 24 accumulators) */
+
+/* raw dpbusd sums of 6 queries x 4 rows: v[0] lane 4*q + r (q < 4), v[1] lane
+ * 4*(q-4) + r (q = 4, 5) */
+QL_AI void dot_block(const uint8_t *const qp[DOT_QB], const uint8_t *const cp[4], size_t d,
+                     int is_signed, int prebiased, __m512i v[2]) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     __m512i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
     __m512i f0 = a0, f1 = a0, f2 = a0, f3 = a0;
-    const uint8_t *p0 = qp[0], *p1 = qp[1], *p2 = qp[2], *p3 = qp[3];
+    __m512i g0 = a0, g1 = a0, g2 = a0, g3 = a0;
+    __m512i h0 = a0, h1 = a0, h2 = a0, h3 = a0;
+    const uint8_t *p0 = qp[0], *p1 = qp[1], *p2 = qp[2], *p3 = qp[3], *p4 = qp[4], *p5 = qp[5];
     const uint8_t *r0 = cp[0], *r1 = cp[1], *r2 = cp[2], *r3 = cp[3];
-#define DOT_KSTEP(LD)                                                      \
+#define DOT_Q(P, A)                                                        \
     do {                                                                   \
-        __m512i c0 = LD(r0), c1 = LD(r1), c2 = LD(r2), c3 = LD(r3), x;     \
-        x = LD(p0);                                                        \
+        __m512i x = LD(P);                                                 \
         if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
-        DOT_STEP(x, c0, c1, c2, c3, a);                                    \
-        x = LD(p1);                                                        \
-        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
-        DOT_STEP(x, c0, c1, c2, c3, b);                                    \
-        x = LD(p2);                                                        \
-        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
-        DOT_STEP(x, c0, c1, c2, c3, e);                                    \
-        x = LD(p3);                                                        \
-        if (!prebiased) x = _mm512_xor_si512(x, bias);                     \
-        DOT_STEP(x, c0, c1, c2, c3, f);                                    \
+        DOT_STEP(x, c0, c1, c2, c3, A);                                    \
     } while (0)
-#define DOT_LD_FULL(P) _mm512_loadu_si512(P + j)
-#define DOT_LD_TAIL(P) _mm512_maskz_loadu_epi8(k, P + j)
+#define DOT_KSTEP()                                                        \
+    do {                                                                   \
+        __m512i c0 = LD(r0), c1 = LD(r1), c2 = LD(r2), c3 = LD(r3);        \
+        DOT_Q(p0, a);                                                      \
+        DOT_Q(p1, b);                                                      \
+        DOT_Q(p2, e);                                                      \
+        DOT_Q(p3, f);                                                      \
+        DOT_Q(p4, g);                                                      \
+        DOT_Q(p5, h);                                                      \
+    } while (0)
     size_t j = 0;
-    for (; j + 64 <= d; j += 64) DOT_KSTEP(DOT_LD_FULL);
+#define LD(P) _mm512_loadu_si512(P + j)
+    for (; j + 64 <= d; j += 64) DOT_KSTEP();
+#undef LD
     if (j < d) {
         /* beyond d the corpus bytes load as 0, so whatever the (biased) query
          * byte is there, the product is 0 */
         __mmask64 k = tail_mask64(d - j);
-        DOT_KSTEP(DOT_LD_TAIL);
+#define LD(P) _mm512_maskz_loadu_epi8(k, P + j)
+        DOT_KSTEP();
+#undef LD
     }
 #undef DOT_KSTEP
-#undef DOT_LD_FULL
-#undef DOT_LD_TAIL
+#undef DOT_Q
     __m512i acc[16] = {a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3, f0, f1, f2, f3};
-    return hsum16x16(acc);
+    __m512i acc2[8] = {g0, g1, g2, g3, h0, h1, h2, h3};
+    v[0] = hsum16x16(acc);
+    v[1] = hsum8x16(acc2);
+}
+
+/* v: lane 4*t + r = raw sum of query i0 + t (t < nqv) and tile row r0 + r (r < nr) */
+QL_AI void dot_emit(__m512i v, const int32_t cs[4], size_t i0, size_t nqv, size_t row0, size_t nr,
+                    int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
+                    size_t ldo) {
+    /* correction: lane 4*q + r gets 128 * sum(c_r) (wrapping int32) */
+    __m512i corr = _mm512_slli_epi32(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)cs)), 7);
+    v = is_signed ? _mm512_sub_epi32(v, corr) : _mm512_add_epi32(v, corr);
+    __mmask16 rmask = (__mmask16)(((1u << nr) - 1u) * 0x1111u);
+    __mmask16 valid = (__mmask16)(rmask & ((1u << (4 * nqv)) - 1u));
+    if (topk) {
+        __m512i key = _mm512_sub_epi32(_mm512_setzero_si512(), v);
+        int32_t t4[4] = {0, 0, 0, 0};
+        for (size_t t = 0; t < nqv; t++) t4[t] = states[i0 + t].thr;
+        __m512i thr = _mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+            _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)t4)));
+        unsigned m = _mm512_mask_cmplt_epi32_mask(valid, key, thr);
+        if (m) {
+            int32_t kk[16];
+            _mm512_storeu_si512(kk, key);
+            while (m) {
+                unsigned l = (unsigned)__builtin_ctz(m);
+                m &= m - 1;
+                ql_topk_push(&states[i0 + (l >> 2)], kk[l], id_offset + (int64_t)(row0 + (l & 3)));
+            }
+        }
+    } else {
+        int32_t vv[16];
+        _mm512_storeu_si512(vv, v);
+        for (size_t t = 0; t < nqv; t++)
+            for (size_t r = 0; r < nr; r++) out[(i0 + t) * ldo + row0 + r] = vv[4 * t + r];
+    }
 }
 
 #ifndef DOT_TILE_BYTES
@@ -551,10 +609,10 @@ QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
     for (size_t c0 = 0; c0 < nc; c0 += tile) {
         size_t cnt = nc - c0 < tile ? nc - c0 : tile;
         for (size_t r = 0; r < cnt; r++) rs[r] = row_sum(c + (c0 + r) * d, d, is_signed);
-        for (size_t i0 = 0; i0 < nq; i0 += 4) {
-            size_t nqb = nq - i0 < 4 ? nq - i0 : 4;
-            const uint8_t *qp[4];
-            for (size_t t = 0; t < 4; t++) qp[t] = q + (i0 + (t < nqb ? t : nqb - 1)) * d;
+        for (size_t i0 = 0; i0 < nq; i0 += DOT_QB) {
+            size_t nqb = nq - i0 < DOT_QB ? nq - i0 : DOT_QB;
+            const uint8_t *qp[DOT_QB];
+            for (size_t t = 0; t < DOT_QB; t++) qp[t] = q + (i0 + (t < nqb ? t : nqb - 1)) * d;
             for (size_t r0 = 0; r0 < cnt; r0 += 4) {
                 size_t nr = cnt - r0 < 4 ? cnt - r0 : 4;
                 const uint8_t *cp[4];
@@ -564,48 +622,18 @@ QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                     cp[t] = c + (c0 + rr) * d;
                     cs[t] = rs[rr];
                 }
-                __m512i v = dot_block(qp, cp, d, is_signed, prebiased);
-                /* correction: lane 4*q + r gets 128 * sum(c_r) (wrapping int32) */
-                __m512i corr = _mm512_slli_epi32(
-                    _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)cs)), 7);
-                v = is_signed ? _mm512_sub_epi32(v, corr) : _mm512_add_epi32(v, corr);
-                __mmask16 rmask = (__mmask16)(((1u << nr) - 1u) * 0x1111u);
-                __mmask16 valid = (__mmask16)(rmask & ((1u << (4 * nqb)) - 1u));
-                if (topk) {
-                    __m512i key = _mm512_sub_epi32(_mm512_setzero_si512(), v);
-                    __m512i thr = _mm512_setr_epi32(
-                        states[i0].thr, states[i0].thr, states[i0].thr, states[i0].thr,
-                        nqb > 1 ? states[i0 + 1].thr : 0, nqb > 1 ? states[i0 + 1].thr : 0,
-                        nqb > 1 ? states[i0 + 1].thr : 0, nqb > 1 ? states[i0 + 1].thr : 0,
-                        nqb > 2 ? states[i0 + 2].thr : 0, nqb > 2 ? states[i0 + 2].thr : 0,
-                        nqb > 2 ? states[i0 + 2].thr : 0, nqb > 2 ? states[i0 + 2].thr : 0,
-                        nqb > 3 ? states[i0 + 3].thr : 0, nqb > 3 ? states[i0 + 3].thr : 0,
-                        nqb > 3 ? states[i0 + 3].thr : 0, nqb > 3 ? states[i0 + 3].thr : 0);
-                    unsigned m = _mm512_mask_cmplt_epi32_mask(valid, key, thr);
-                    if (m) {
-                        int32_t kk[16];
-                        _mm512_storeu_si512(kk, key);
-                        while (m) {
-                            unsigned l = (unsigned)__builtin_ctz(m);
-                            m &= m - 1;
-                            ql_topk_push(&states[i0 + (l >> 2)], kk[l],
-                                         id_offset + (int64_t)(c0 + r0 + (l & 3)));
-                        }
-                    }
-                } else {
-                    int32_t vv[16];
-                    _mm512_storeu_si512(vv, v);
-                    for (size_t t = 0; t < nqb; t++)
-                        for (size_t r = 0; r < nr; r++) out[(i0 + t) * ldo + c0 + r0 + r] = vv[4 * t + r];
-                }
+                __m512i v[2];
+                dot_block(qp, cp, d, is_signed, prebiased, v);
+                dot_emit(v[0], cs, i0, nqb < 4 ? nqb : 4, c0 + r0, nr, is_signed, topk, id_offset,
+                         states, out, ldo);
+                if (nqb > 4)
+                    dot_emit(v[1], cs, i0 + 4, nqb - 4, c0 + r0, nr, is_signed, topk, id_offset,
+                             states, out, ldo);
             }
         }
     }
 }
 
-/* With enough queries, XOR them with 0x80 once per call into a scratch copy (one
- * malloc per call, none in the loops); without it (or for few queries) the XOR is
- * done on every load. */
 static void dot_run(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                     int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
                     size_t ldo) {
