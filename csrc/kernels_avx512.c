@@ -309,6 +309,19 @@ QL_AI void ham_block(const uint8_t *q0, const uint8_t *q1, const uint8_t *q2, co
     acc[12] = d0; acc[13] = d1; acc[14] = d2; acc[15] = d3;
 }
 
+/* 1 query x 4 groups (the rare slow path of top-k: recomputed, not kept in memory) */
+QL_AI void ham_block1(const uint8_t *q0, const uint64_t *Tg, size_t nw, __m512i acc[4]) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    const size_t gs = nw * 8;
+    for (size_t w = 0; w < nw; w++) {
+        const uint64_t *tw = Tg + w * 8;
+        __m512i t0 = _mm512_load_si512(tw), t1 = _mm512_load_si512(tw + gs);
+        __m512i t2 = _mm512_load_si512(tw + 2 * gs), t3 = _mm512_load_si512(tw + 3 * gs);
+        HAM_STEP(a, q0);
+    }
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+}
+
 /* The transposed tiled kernel: TOPK = 1 pushes into states, else writes out. */
 QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                      size_t nw, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
@@ -343,14 +356,40 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                 ham_block(qp[0], qp[1], qp[2], qp[3], T + g0 * nw * 8, nw, acc);
                 size_t rbase = c0 + g0 * 8;
                 if (topk) {
-                    /* cheap common case: no lane of the 4 x 32 beats its threshold */
-                    __m512i m0 = _mm512_min_epu64(_mm512_min_epu64(acc[0], acc[1]), _mm512_min_epu64(acc[2], acc[3]));
-                    __m512i m1 = _mm512_min_epu64(_mm512_min_epu64(acc[4], acc[5]), _mm512_min_epu64(acc[6], acc[7]));
-                    __m512i m2 = _mm512_min_epu64(_mm512_min_epu64(acc[8], acc[9]), _mm512_min_epu64(acc[10], acc[11]));
-                    __m512i m3 = _mm512_min_epu64(_mm512_min_epu64(acc[12], acc[13]), _mm512_min_epu64(acc[14], acc[15]));
-                    __mmask8 any = (__mmask8)(_mm512_cmplt_epu64_mask(m0, thr[0]) | _mm512_cmplt_epu64_mask(m1, thr[1]) |
-                                              _mm512_cmplt_epu64_mask(m2, thr[2]) | _mm512_cmplt_epu64_mask(m3, thr[3]));
-                    if (!any) continue;
+                    /* common case: no lane of the 4 x 32 beats its query's threshold.
+                     * The accumulators die here (no spill); a query that has a
+                     * candidate is recomputed by ham_block1 and pushed lane by lane. */
+                    unsigned hit = 0;
+                    for (int t = 0; t < HAM_QB; t++) {
+                        __m512i mn = _mm512_min_epu64(_mm512_min_epu64(acc[4 * t], acc[4 * t + 1]),
+                                                      _mm512_min_epu64(acc[4 * t + 2], acc[4 * t + 3]));
+                        hit |= (_mm512_cmplt_epu64_mask(mn, thr[t]) != 0) << t;
+                    }
+                    while (hit) {
+                        unsigned t = (unsigned)__builtin_ctz(hit);
+                        hit &= hit - 1;
+                        ql_topk_t *st = &states[i0 + t];
+                        __m512i a1[4];
+                        ham_block1(qp[t], T + g0 * nw * 8, nw, a1);
+                        for (size_t g = 0; g < HAM_GB; g++) {
+                            size_t r = rbase + g * 8;
+                            if (r >= c0 + cnt) break;
+                            size_t nv = c0 + cnt - r;
+                            __mmask8 vm = nv >= 8 ? (__mmask8)0xFF : tail_mask8(nv);
+                            unsigned m = _mm512_mask_cmplt_epi64_mask(vm, a1[g], _mm512_set1_epi64(st->thr));
+                            if (m) {
+                                uint64_t dd[8];
+                                _mm512_storeu_si512(dd, a1[g]);
+                                while (m) {
+                                    unsigned l = (unsigned)__builtin_ctz(m);
+                                    m &= m - 1;
+                                    ql_topk_push(st, (int32_t)dd[l], id_offset + (int64_t)(r + l));
+                                }
+                            }
+                        }
+                        thr[t] = _mm512_set1_epi64(st->thr);
+                    }
+                    continue;
                 }
                 for (size_t t = 0; t < nqb; t++) {
                     for (size_t g = 0; g < HAM_GB; g++) {
@@ -358,25 +397,9 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                         if (r >= c0 + cnt) break;
                         size_t nv = c0 + cnt - r;
                         __mmask8 vm = nv >= 8 ? (__mmask8)0xFF : tail_mask8(nv);
-                        if (topk) {
-                            ql_topk_t *st = &states[i0 + t];
-                            unsigned m = _mm512_mask_cmplt_epi64_mask(
-                                vm, acc[4 * t + g], _mm512_set1_epi64(st->thr));
-                            if (m) {
-                                uint64_t dd[8];
-                                _mm512_storeu_si512(dd, acc[4 * t + g]);
-                                while (m) {
-                                    unsigned l = (unsigned)__builtin_ctz(m);
-                                    m &= m - 1;
-                                    ql_topk_push(st, (int32_t)dd[l], id_offset + (int64_t)(r + l));
-                                }
-                            }
-                        } else {
-                            _mm256_mask_storeu_epi32(out + (i0 + t) * ldo + r, vm,
-                                                     _mm512_cvtepi64_epi32(acc[4 * t + g]));
-                        }
+                        _mm256_mask_storeu_epi32(out + (i0 + t) * ldo + r, vm,
+                                                 _mm512_cvtepi64_epi32(acc[4 * t + g]));
                     }
-                    if (topk) thr[t] = _mm512_set1_epi64(states[i0 + t].thr);
                 }
             }
         }
