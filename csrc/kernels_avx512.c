@@ -86,7 +86,29 @@ static inline uint64_t sign_bits64_f64(const double *x, size_t len) {
     return m;
 }
 
-#define DEFINE_PACK_SIGN(NAME, T, BITS)                                                  \
+/* 64 full elements -> 64 bits already in output order: reversing the elements
+ * within each group of 8 (vpermps) replaces the bit reversal of every byte */
+static inline uint64_t sign_bits64_f32_out(const float *x) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i rev = _mm512_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+    __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(rev, _mm512_loadu_ps(x)), z, _CMP_GT_OQ);
+    __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(rev, _mm512_loadu_ps(x + 16)), z, _CMP_GT_OQ);
+    __mmask16 m2 = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(rev, _mm512_loadu_ps(x + 32)), z, _CMP_GT_OQ);
+    __mmask16 m3 = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(rev, _mm512_loadu_ps(x + 48)), z, _CMP_GT_OQ);
+    return _cvtmask64_u64(_mm512_kunpackd((__mmask64)_mm512_kunpackw(m3, m2), (__mmask64)_mm512_kunpackw(m1, m0)));
+}
+
+static inline uint64_t sign_bits64_f64_out(const double *x) {
+    const __m512d z = _mm512_setzero_pd();
+    const __m512i rev = _mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+    uint64_t m = 0;
+    for (int b = 0; b < 8; b++)
+        m |= (uint64_t)_mm512_cmp_pd_mask(_mm512_permutexvar_pd(rev, _mm512_loadu_pd(x + 8 * b)), z,
+                                          _CMP_GT_OQ) << (8 * b);
+    return m;
+}
+
+#define DEFINE_PACK_SIGN(NAME, T, BITS, BITS_OUT)                                                  \
     static void NAME(const T *x, size_t n, size_t d, uint8_t *out, uint8_t xor_mask) {   \
         const uint64_t xm = 0x0101010101010101ull * xor_mask;                            \
         size_t rows = n, len = d;                                                        \
@@ -100,7 +122,7 @@ static inline uint64_t sign_bits64_f64(const double *x, size_t len) {
             uint8_t *o = out + i * nbytes;                                               \
             size_t j = 0;                                                                \
             for (; j + 64 <= len; j += 64) {                                             \
-                uint64_t m = rev_bits_in_bytes(BITS(row + j, 64)) ^ xm;                  \
+                uint64_t m = BITS_OUT(row + j) ^ xm;                                     \
                 memcpy(o + j / 8, &m, 8);                                                \
             }                                                                            \
             if (j < len) {                                                               \
@@ -111,8 +133,8 @@ static inline uint64_t sign_bits64_f64(const double *x, size_t len) {
             }                                                                            \
         }                                                                                \
     }
-DEFINE_PACK_SIGN(pack_sign_f32, float, sign_bits64_f32)
-DEFINE_PACK_SIGN(pack_sign_f64, double, sign_bits64_f64)
+DEFINE_PACK_SIGN(pack_sign_f32, float, sign_bits64_f32, sign_bits64_f32_out)
+DEFINE_PACK_SIGN(pack_sign_f64, double, sign_bits64_f64, sign_bits64_f64_out)
 
 /* 16 lanes of clip(floor((x - st) / sp), 0, 255) as int32 (NaN -> 0) */
 QL_AI __m512i quant16_f32(__m512 x, __m512 st, __m512 sp) {
@@ -123,10 +145,21 @@ QL_AI __m512i quant16_f32(__m512 x, __m512 st, __m512 sp) {
     return _mm512_cvttps_epi32(v);
 }
 
+/* four vectors of 16 int32 in [0, 255] -> 64 bytes in order */
+QL_AI __m512i pack4_epi32_epu8(__m512i q0, __m512i q1, __m512i q2, __m512i q3) {
+    /* per 128-bit lane l: packus_epi32 -> [q0 l, q1 l] words, packus_epi16 -> bytes
+     * [q0 l, q1 l, q2 l, q3 l] (4 dwords each); then gather lanes back in order */
+    __m512i w01 = _mm512_packus_epi32(q0, q1), w23 = _mm512_packus_epi32(q2, q3);
+    __m512i b = _mm512_packus_epi16(w01, w23);
+    return _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
+}
+
 static size_t quantize_f32(const float *x, size_t n, size_t d, const float *start,
                            const float *step, uint8_t *out, uint8_t xor_mask) {
     size_t nans = 0;
     const __m128i xm = _mm_set1_epi8((char)xor_mask);
+    const __m512i xm512 = _mm512_set1_epi8((char)xor_mask);
     for (size_t i = 0; i < n; i++) {
         const float *row = x + i * d;
         uint8_t *o = out + i * d;
@@ -138,15 +171,14 @@ static size_t quantize_f32(const float *x, size_t n, size_t d, const float *star
             __m512i q1 = quant16_f32(x1, _mm512_loadu_ps(start + j + 16), _mm512_loadu_ps(step + j + 16));
             __m512i q2 = quant16_f32(x2, _mm512_loadu_ps(start + j + 32), _mm512_loadu_ps(step + j + 32));
             __m512i q3 = quant16_f32(x3, _mm512_loadu_ps(start + j + 48), _mm512_loadu_ps(step + j + 48));
-            unsigned nn = (unsigned)_mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q) |
-                          ((unsigned)_mm512_cmp_ps_mask(x1, x1, _CMP_UNORD_Q) << 16);
-            unsigned nn2 = (unsigned)_mm512_cmp_ps_mask(x2, x2, _CMP_UNORD_Q) |
-                           ((unsigned)_mm512_cmp_ps_mask(x3, x3, _CMP_UNORD_Q) << 16);
-            nans += (size_t)_mm_popcnt_u64(((uint64_t)nn2 << 32) | nn);
-            _mm_storeu_si128((__m128i *)(o + j), _mm_xor_si128(_mm512_cvtepi32_epi8(q0), xm));
-            _mm_storeu_si128((__m128i *)(o + j + 16), _mm_xor_si128(_mm512_cvtepi32_epi8(q1), xm));
-            _mm_storeu_si128((__m128i *)(o + j + 32), _mm_xor_si128(_mm512_cvtepi32_epi8(q2), xm));
-            _mm_storeu_si128((__m128i *)(o + j + 48), _mm_xor_si128(_mm512_cvtepi32_epi8(q3), xm));
+            __mmask64 nn = _mm512_kunpackd(
+                (__mmask64)_mm512_kunpackw(_mm512_cmp_ps_mask(x3, x3, _CMP_UNORD_Q),
+                                           _mm512_cmp_ps_mask(x2, x2, _CMP_UNORD_Q)),
+                (__mmask64)_mm512_kunpackw(_mm512_cmp_ps_mask(x1, x1, _CMP_UNORD_Q),
+                                           _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q)));
+            nans += (size_t)_mm_popcnt_u64(_cvtmask64_u64(nn));
+            __m512i b = _mm512_xor_si512(pack4_epi32_epu8(q0, q1, q2, q3), xm512);
+            _mm512_storeu_si512(o + j, b);
         }
         for (; j < d; j += 16) {
             size_t r = d - j;
