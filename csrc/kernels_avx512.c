@@ -616,11 +616,12 @@ QL_AI void dot_block(const uint8_t *const qp[DOT_QB], const uint8_t *const cp[4]
 }
 
 /* v: lane 4*t + r = raw sum of query i0 + t (t < nqv) and tile row r0 + r (r < nr) */
-QL_AI void dot_emit(__m512i v, const int32_t cs[4], size_t i0, size_t nqv, size_t row0, size_t nr,
+/* sums: lane 4*q + r = sum of the codes of row r (any q) */
+QL_AI void dot_emit(__m512i v, __m512i sums, size_t i0, size_t nqv, size_t row0, size_t nr,
                     int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
                     size_t ldo) {
     /* correction: lane 4*q + r gets 128 * sum(c_r) (wrapping int32) */
-    __m512i corr = _mm512_slli_epi32(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)cs)), 7);
+    __m512i corr = _mm512_slli_epi32(sums, 7);
     v = is_signed ? _mm512_sub_epi32(v, corr) : _mm512_add_epi32(v, corr);
     __mmask16 rmask = (__mmask16)(((1u << nr) - 1u) * 0x1111u);
     __mmask16 valid = (__mmask16)(rmask & ((1u << (4 * nqv)) - 1u));
@@ -679,20 +680,98 @@ QL_AI void dot_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
                 }
                 __m512i v[2];
                 dot_block(qp, cp, d, is_signed, prebiased, v);
-                dot_emit(v[0], cs, i0, nqb < 4 ? nqb : 4, c0 + r0, nr, is_signed, topk, id_offset,
+                const __m512i sums = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)cs));
+                dot_emit(v[0], sums, i0, nqb < 4 ? nqb : 4, c0 + r0, nr, is_signed, topk, id_offset,
                          states, out, ldo);
                 if (nqb > 4)
-                    dot_emit(v[1], cs, i0 + 4, nqb - 4, c0 + r0, nr, is_signed, topk, id_offset,
+                    dot_emit(v[1], sums, i0 + 4, nqb - 4, c0 + r0, nr, is_signed, topk, id_offset,
                              states, out, ldo);
             }
         }
     }
 }
 
+#ifndef DOT_PF_ROWS
+#define DOT_PF_ROWS 8 /* software prefetch distance of the few-query path */
+#endif
+/* Few queries (1..3): 3 queries x 4 rows with the row sums fused into the same
+ * pass (16 accumulators), so the corpus is read once, straight from memory. */
+QL_AI void dot_few(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
+                   int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
+                   size_t ldo) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80), ones = _mm512_set1_epi8(1);
+    const uint8_t *p0 = q, *p1 = q + (nq > 1 ? 1 : 0) * d, *p2 = q + (nq > 2 ? 2 : nq - 1) * d;
+    for (size_t r0 = 0; r0 < nc; r0 += 4) {
+        size_t nr = nc - r0 < 4 ? nc - r0 : 4;
+        const uint8_t *w0 = c + r0 * d, *w1 = c + (r0 + (nr > 1 ? 1 : 0)) * d;
+        const uint8_t *w2 = c + (r0 + (nr > 2 ? 2 : nr - 1)) * d, *w3 = c + (r0 + nr - 1) * d;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+        __m512i b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m512i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        __m512i s0 = a0, s1 = a0, s2 = a0, s3 = a0;
+#define DOT_FEW_KSTEP()                                                              \
+    do {                                                                             \
+        __m512i c0 = LD(w0), c1 = LD(w1), c2 = LD(w2), c3 = LD(w3), x;               \
+        x = _mm512_xor_si512(LD(p0), bias);                                          \
+        DOT_STEP(x, c0, c1, c2, c3, a);                                              \
+        x = _mm512_xor_si512(LD(p1), bias);                                          \
+        DOT_STEP(x, c0, c1, c2, c3, b);                                              \
+        x = _mm512_xor_si512(LD(p2), bias);                                          \
+        DOT_STEP(x, c0, c1, c2, c3, e);                                              \
+        if (is_signed) {                                                             \
+            s0 = dpbusd(s0, ones, c0); s1 = dpbusd(s1, ones, c1);                    \
+            s2 = dpbusd(s2, ones, c2); s3 = dpbusd(s3, ones, c3);                    \
+        } else {                                                                     \
+            s0 = dpbusd(s0, c0, ones); s1 = dpbusd(s1, c1, ones);                    \
+            s2 = dpbusd(s2, c2, ones); s3 = dpbusd(s3, c3, ones);                    \
+        }                                                                            \
+    } while (0)
+        size_t j = 0;
+#define LD(P) _mm512_loadu_si512(P + j)
+        /* four interleaved row streams defeat the hardware prefetcher: fetch the
+         * rows of two blocks ahead explicitly */
+        const uint8_t *pf = c + (r0 + DOT_PF_ROWS) * d;
+        const size_t pf_end = nc > r0 + DOT_PF_ROWS + 4 ? 4 * d : 0;
+        for (; j + 64 <= d; j += 64) {
+            if (pf_end) {
+                _mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + d + j), _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + 2 * d + j), _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + 3 * d + j), _MM_HINT_T0);
+            }
+            DOT_FEW_KSTEP();
+        }
+#undef LD
+        if (j < d) {
+            __mmask64 k = tail_mask64(d - j);
+#define LD(P) _mm512_maskz_loadu_epi8(k, P + j)
+            DOT_FEW_KSTEP();
+#undef LD
+        }
+#undef DOT_FEW_KSTEP
+        __m512i acc[16] = {a0, a1, a2, a3, b0, b1, b2, b3, e0, e1, e2, e3, s0, s1, s2, s3};
+        __m512i v = hsum16x16(acc);
+        __m512i sums = _mm512_shuffle_i32x4(v, v, _MM_SHUFFLE(3, 3, 3, 3));
+        dot_emit(v, sums, 0, nq, r0, nr, is_signed, topk, id_offset, states, out, ldo);
+    }
+}
+
+/* Many queries: XOR them with 0x80 once per call into a scratch copy (one malloc
+ * per call, none in the loops; if it fails, the XOR is done on every load). */
 static void dot_run(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                     int is_signed, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
                     size_t ldo) {
-    uint8_t *qb = (nq >= 4 && nc >= 64) ? (uint8_t *)malloc(nq * d) : NULL;
+    if (nq <= 3) {
+        if (is_signed) {
+            if (topk) dot_few(q, nq, c, nc, d, 1, 1, id_offset, states, NULL, 0);
+            else dot_few(q, nq, c, nc, d, 1, 0, 0, NULL, out, ldo);
+        } else {
+            if (topk) dot_few(q, nq, c, nc, d, 0, 1, id_offset, states, NULL, 0);
+            else dot_few(q, nq, c, nc, d, 0, 0, 0, NULL, out, ldo);
+        }
+        return;
+    }
+    uint8_t *qb = (nc >= 64) ? (uint8_t *)malloc(nq * d) : NULL;
     if (qb) {
         const size_t total = nq * d;
         const __m512i bias = _mm512_set1_epi8((char)0x80);
