@@ -72,7 +72,7 @@ def test_hamming_topk_large(rng, nq):
 @pytest.mark.parametrize("signed", [True, False])
 def test_dot_vs_scalar(rng, d, signed):
     dt, lo, hi = (np.int8, -128, 128) if signed else (np.uint8, 0, 256)
-    for nq, nc in ((1, 333), (6, 301), (9, 77)):
+    for nq, nc in ((1, 333), (2, 50), (3, 45), (4, 9), (6, 301), (9, 77), (13, 130)):
         q = rng.integers(lo, hi, (nq, d)).astype(dt).view(np.uint8)
         pool = rng.integers(lo, hi, (5, d)).astype(dt).view(np.uint8)
         c = pool[rng.integers(0, 5, nc)]
