@@ -282,16 +282,65 @@ static inline int32_t ham_pair(const uint8_t *a, const uint8_t *b, size_t nbytes
 #define HAM_QB 4                 /* queries per register tile            */
 #define HAM_GB 4                 /* groups of 8 rows per register tile   */
 #define HAM_MAX_WORDS 512        /* transposed path up to 4096-byte codes */
+#ifndef HAM_MIN_TILED_Q
+#define HAM_MIN_TILED_Q 4        /* fewer queries: direct per-pair path  */
+#endif
 #ifndef HAM_TILE_BYTES
 #define HAM_TILE_BYTES (24 * 1024)
 #endif
 #define HAM_BUF_WORDS (16384)    /* 128 KiB transposed tile buffer        */
 
+/* dst[w * 8 + l] = word w of row l, for 8 rows of 8 words (an 8x8 u64 transpose) */
+static inline void transpose8x8_u64(const uint8_t *src, size_t stride, uint64_t *dst, size_t dstride) {
+    __m512i r0 = _mm512_loadu_si512(src), r1 = _mm512_loadu_si512(src + stride);
+    __m512i r2 = _mm512_loadu_si512(src + 2 * stride), r3 = _mm512_loadu_si512(src + 3 * stride);
+    __m512i r4 = _mm512_loadu_si512(src + 4 * stride), r5 = _mm512_loadu_si512(src + 5 * stride);
+    __m512i r6 = _mm512_loadu_si512(src + 6 * stride), r7 = _mm512_loadu_si512(src + 7 * stride);
+    __m512i t0 = _mm512_unpacklo_epi64(r0, r1), t1 = _mm512_unpackhi_epi64(r0, r1);
+    __m512i t2 = _mm512_unpacklo_epi64(r2, r3), t3 = _mm512_unpackhi_epi64(r2, r3);
+    __m512i t4 = _mm512_unpacklo_epi64(r4, r5), t5 = _mm512_unpackhi_epi64(r4, r5);
+    __m512i t6 = _mm512_unpacklo_epi64(r6, r7), t7 = _mm512_unpackhi_epi64(r6, r7);
+#define S2020(A, B) _mm512_shuffle_i64x2(A, B, _MM_SHUFFLE(2, 0, 2, 0))
+#define S3131(A, B) _mm512_shuffle_i64x2(A, B, _MM_SHUFFLE(3, 1, 3, 1))
+    __m512i u0 = S2020(t0, t2), u1 = S3131(t0, t2), u2 = S2020(t1, t3), u3 = S3131(t1, t3);
+    __m512i u4 = S2020(t4, t6), u5 = S3131(t4, t6), u6 = S2020(t5, t7), u7 = S3131(t5, t7);
+    _mm512_store_si512(dst + 0 * dstride, S2020(u0, u4));
+    _mm512_store_si512(dst + 4 * dstride, S3131(u0, u4));
+    _mm512_store_si512(dst + 2 * dstride, S2020(u1, u5));
+    _mm512_store_si512(dst + 6 * dstride, S3131(u1, u5));
+    _mm512_store_si512(dst + 1 * dstride, S2020(u2, u6));
+    _mm512_store_si512(dst + 5 * dstride, S3131(u2, u6));
+    _mm512_store_si512(dst + 3 * dstride, S2020(u3, u7));
+    _mm512_store_si512(dst + 7 * dstride, S3131(u3, u7));
+#undef S2020
+#undef S3131
+}
+
 /* Transpose rows [r0, r0 + cnt) of c into T[g][w][l] (zero padded up to ng groups). */
 static void ham_transpose(const uint8_t *c, size_t r0, size_t cnt, size_t nbytes, size_t nw,
                           size_t ng, uint64_t *T) {
     size_t nfull = nbytes / 8, tail = nbytes % 8;
-    for (size_t r = 0; r < ng * 8; r++) {
+    size_t r = 0;
+    /* whole groups of 8 rows, whole blocks of 8 words: in registers */
+    for (; r + 8 <= cnt; r += 8) {
+        const uint8_t *src = c + (r0 + r) * nbytes;
+        uint64_t *dst = T + (r >> 3) * nw * 8;
+        size_t w = 0;
+        for (; w + 8 <= nfull; w += 8) transpose8x8_u64(src + 8 * w, nbytes, dst + w * 8, 8);
+        if (w < nw) {
+            for (size_t l = 0; l < 8; l++) {
+                const uint8_t *sr = src + l * nbytes;
+                size_t ww = w;
+                for (; ww < nfull; ww++) dst[ww * 8 + l] = ql_load_u64(sr + 8 * ww);
+                if (tail) {
+                    uint64_t v = 0;
+                    memcpy(&v, sr + 8 * nfull, tail);
+                    dst[nfull * 8 + l] = v;
+                }
+            }
+        }
+    }
+    for (; r < ng * 8; r++) {
         uint64_t *dst = T + (r >> 3) * nw * 8 + (r & 7);
         if (r < cnt) {
             const uint8_t *src = c + (r0 + r) * nbytes;
@@ -441,7 +490,7 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
 static void ham_dispatch(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                          int topk, int64_t id_offset, ql_topk_t *states, int32_t *out, size_t ldo) {
     size_t nw = (nbytes + 7) / 8;
-    if (nq < 4 || nw > HAM_MAX_WORDS) {
+    if (nq < HAM_MIN_TILED_Q || nw > HAM_MAX_WORDS) {
         /* few queries (memory-bound) or very long codes: direct per pair */
         const size_t tile = 256;
         for (size_t c0 = 0; c0 < nc; c0 += tile) {
