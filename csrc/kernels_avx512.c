@@ -7,22 +7,30 @@
  * is exported; every function here is static.
  *
  * Design notes
- *  - Hamming (many queries): the corpus tile is transposed once into a buffer
- *    T[group][word][lane] (8 rows per group, one 64-bit word of each row per lane,
- *    zero padded), and then serves every query: a register tile of 4 queries x 4
- *    groups (32 rows) computes acc += popcnt(broadcast(qword) ^ T) with no
- *    horizontal reduction at all: each u64 lane already is one (query, row)
- *    distance.  Ragged widths cost nothing extra (zero words xor zero words).
- *    A vector compare against the per-query threshold sends only the rare
- *    candidates to ql_topk_push.  Few queries: a direct per-pair loop
- *    (memory-bound anyway).
- *  - Dot: VNNI vpdpbusd (u8 x s8).  The query side is XORed with 0x80 on load and
- *    the exact per-row corpus sum corrects the bias:
+ *  - Hamming (4+ queries): each corpus tile is transposed once (8x8 u64 register
+ *    transposes) into T[group][word][lane] (8 rows per group, one 64-bit word of
+ *    each row per lane, zero padded) and then serves every query: a register tile
+ *    of 4 queries x 4 groups (32 rows) computes acc += popcnt(broadcast(qword) ^ T)
+ *    with no horizontal reduction at all: each u64 lane already is one (query, row)
+ *    distance, and ragged widths cost nothing (zero words xor zero words).  Per
+ *    query, the min over the tile is compared with its threshold; only a query
+ *    with a candidate is recomputed and pushed lane by lane.  This is 3 vector
+ *    ops (xor, popcnt, add) per 512 bits of pair data, the minimum we found; the
+ *    classic layout (xor/popcnt/add per pair + transpose-add reduction) needs
+ *    more ops per distance.  1-3 queries: a direct per-pair loop with software
+ *    prefetch (memory-bound).
+ *  - Dot: VNNI vpdpbusd (u8 x s8).  The query side is XORed with 0x80 (once per
+ *    call into a scratch copy when there are many queries) and the exact per-row
+ *    corpus sum corrects the bias:
  *      signed:   dpbusd(q ^ 0x80 as u8 = q + 128, c as s8) = dot + 128 * sum(c)
  *      unsigned: dpbusd(c as u8, q ^ 0x80 as s8 = q - 128) = dot - 128 * sum(c)
  *    (all int32 arithmetic wraps modulo 2^32 and the true dot fits in int32).  A
- *    register tile of 4 queries x 4 rows keeps 16 accumulators, reduced with one
- *    transpose-add tree to a vector whose lane 4*q + r is (query q, row r).
+ *    register tile of 6 queries x 4 rows keeps 24 accumulators, reduced with
+ *    transpose-add trees to vectors whose lane 4*q + r is (query q, row r); row
+ *    sums are computed once per corpus tile.  1-3 queries: 3 x 4 tile with the
+ *    row sums fused into the same pass.
+ *  - Rescoring: lane l of an 8-double accumulator is exactly the scalar partial
+ *    sum s[l] (same multiply, same add, same order), then the same reduction.
  */
 #include <immintrin.h>
 #include <stdlib.h>
