@@ -299,7 +299,6 @@ static inline int32_t ham_pair(const uint8_t *a, const uint8_t *b, size_t nbytes
 #ifndef HAM_TILE_BYTES
 #define HAM_TILE_BYTES (24 * 1024)
 #endif
-#define HAM_BUF_WORDS (16384)    /* 128 KiB transposed tile buffer        */
 
 /* dst[w * 8 + l] = word w of row l, for 8 rows of 8 words (an 8x8 u64 transpose) */
 static inline void transpose8x8_u64(const uint8_t *src, size_t stride, uint64_t *dst, size_t dstride) {
@@ -414,12 +413,17 @@ QL_AI void ham_block1(const uint8_t *q0, const uint64_t *Tg, size_t nw, __m512i 
     acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
 }
 
+/* corpus rows per tile: a multiple of 32 (whole register tiles) */
+static size_t ham_tile_rows(size_t nw) {
+    size_t tile = (HAM_TILE_BYTES / (nw * 8)) & ~(size_t)31;
+    return tile < 32 ? 32 : tile;
+}
+
 /* The transposed tiled kernel: TOPK = 1 pushes into states, else writes out. */
 QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                      size_t nw, int topk, int64_t id_offset, ql_topk_t *states, int32_t *out,
                      size_t ldo, uint64_t *T, uint8_t *qpad) {
-    size_t tile = (HAM_TILE_BYTES / (nw * 8)) & ~(size_t)31;
-    if (tile < 32) tile = 32;
+    const size_t tile = ham_tile_rows(nw);
     const int padq = (nbytes % 8) != 0;
     for (size_t c0 = 0; c0 < nc; c0 += tile) {
         size_t cnt = nc - c0 < tile ? nc - c0 : tile;
@@ -498,33 +502,49 @@ QL_AI void ham_tiled(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
     }
 }
 
+/* few queries (memory-bound), very long codes, or no scratch memory: per pair */
+static void ham_direct(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
+                       int topk, int64_t id_offset, ql_topk_t *states, int32_t *out, size_t ldo) {
+    /* few queries (memory-bound) or very long codes: direct per pair */
+    const size_t tile = 256;
+    for (size_t c0 = 0; c0 < nc; c0 += tile) {
+        size_t c1 = c0 + tile < nc ? c0 + tile : nc;
+        for (size_t i = 0; i < nq; i++) {
+            const uint8_t *qi = q + i * nbytes;
+            if (topk) {
+                ql_topk_t *st = &states[i];
+                for (size_t j = c0; j < c1; j++) {
+                    /* +10-15 % measured over the hardware prefetcher alone (never faults) */
+                    const char *pf = (const char *)(c + j * nbytes) + HAM_PF_BYTES;
+                    for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+                    ql_topk_push(st, ham_pair(qi, c + j * nbytes, nbytes), id_offset + (int64_t)j);
+                }
+            } else {
+                for (size_t j = c0; j < c1; j++) out[i * ldo + j] = ham_pair(qi, c + j * nbytes, nbytes);
+            }
+        }
+    }
+}
+
 static void ham_dispatch(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                          int topk, int64_t id_offset, ql_topk_t *states, int32_t *out, size_t ldo) {
     size_t nw = (nbytes + 7) / 8;
     if (nq < HAM_MIN_TILED_Q || nw > HAM_MAX_WORDS) {
-        /* few queries (memory-bound) or very long codes: direct per pair */
-        const size_t tile = 256;
-        for (size_t c0 = 0; c0 < nc; c0 += tile) {
-            size_t c1 = c0 + tile < nc ? c0 + tile : nc;
-            for (size_t i = 0; i < nq; i++) {
-                const uint8_t *qi = q + i * nbytes;
-                if (topk) {
-                    ql_topk_t *st = &states[i];
-                    for (size_t j = c0; j < c1; j++) {
-                        /* +10-15 % measured over the hardware prefetcher alone (never faults) */
-                        const char *pf = (const char *)(c + j * nbytes) + HAM_PF_BYTES;
-                        for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
-                        ql_topk_push(st, ham_pair(qi, c + j * nbytes, nbytes), id_offset + (int64_t)j);
-                    }
-                } else {
-                    for (size_t j = c0; j < c1; j++) out[i * ldo + j] = ham_pair(qi, c + j * nbytes, nbytes);
-                }
-            }
-        }
+        ham_direct(q, nq, c, nc, nbytes, topk, id_offset, states, out, ldo);
         return;
     }
-    _Alignas(64) uint64_t T[HAM_BUF_WORDS];
-    _Alignas(64) uint8_t qpad[HAM_QB * HAM_MAX_WORDS * 8];
+    /* scratch: the transposed tile and 4 zero-padded queries, on the heap (one
+     * allocation per call, at most ~144 KiB: too much for small thread stacks) */
+    size_t tile = ham_tile_rows(nw), rows = (nc + 31) / 32 * 32;
+    if (rows > tile) rows = tile;
+    size_t tbytes = rows * nw * 8, qbytes = (HAM_QB * nw * 8 + 63) / 64 * 64;
+    uint8_t *buf = (uint8_t *)aligned_alloc(64, tbytes + qbytes);
+    if (!buf) {
+        ham_direct(q, nq, c, nc, nbytes, topk, id_offset, states, out, ldo);
+        return;
+    }
+    uint64_t *T = (uint64_t *)buf;
+    uint8_t *qpad = buf + tbytes;
     /* specialise the common widths so the word loop is fully unrolled */
 #define HAM_CASE(NW)                                                                         \
     case NW:                                                                                 \
@@ -543,6 +563,7 @@ static void ham_dispatch(const uint8_t *q, size_t nq, const uint8_t *c, size_t n
         ham_tiled(q, nq, c, nc, nbytes, nw, topk, id_offset, states, out, ldo, T, qpad);
     }
 #undef HAM_CASE
+    free(buf);
 }
 
 static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
