@@ -1,5 +1,786 @@
-/* kernels_avx2.c -- placeholder: the portable kernels compiled with avx2 flags
- * (auto-vectorised).  Replaced by hand-written intrinsics. */
-#define QL_SCALAR_TABLE ql_kernels_avx2
-#define QL_SCALAR_NAME "avx2"
-#include "kernels_scalar.c"
+/*
+ * kernels_avx2.c -- hand-written AVX2 kernels (compiled with -mavx2 -mfma
+ * -mbmi2 -mpopcnt; selected only when CPUID and XCR0 allow it).
+ *
+ * Every kernel gives results bit-identical to kernels_scalar.c:
+ *   - comparisons use ordered predicates so NaN behaves like the C `>` / `<`;
+ *   - quantize uses IEEE sub + div + floor (vroundps), then the same clipping;
+ *   - integer dot products are exact (sign/zero-extend to 16 bit + vpmaddwd,
+ *     never the saturating vpmaddubsw);
+ *   - the rescoring doubles keep the contract's 8 lanes (lane = j % 8), plain
+ *     multiply then add, and the same final reduction tree.
+ * Only the table at the bottom is exported; everything else is static.
+ */
+#include <immintrin.h>
+
+#include "ql_internal.h"
+
+/* 0x00 x 32 then 0xff x 32: a 32-byte load at offset r (a 16-byte load at
+ * offset 16 + r) gives a mask whose last r bytes are 0xff and the others 0,
+ * used for overlapping tail loads. */
+static const uint8_t k_tailmask[64] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
+
+/* Reverse the bit order inside every byte of a 64-bit word. */
+static inline uint64_t bitrev_bytes64(uint64_t x) {
+    x = ((x >> 1) & 0x5555555555555555ull) | ((x & 0x5555555555555555ull) << 1);
+    x = ((x >> 2) & 0x3333333333333333ull) | ((x & 0x3333333333333333ull) << 2);
+    x = ((x >> 4) & 0x0f0f0f0f0f0f0f0full) | ((x & 0x0f0f0f0f0f0f0f0full) << 4);
+    return x;
+}
+
+/* ======================================================================
+ * pack_sign
+ * ==================================================================== */
+static void pack_sign_f32(const float *x, size_t n, size_t d, uint8_t *out, uint8_t xor_mask) {
+    const size_t nbytes = (d + 7) / 8;
+    const __m256 zero = _mm256_setzero_ps();
+    const uint64_t xm64 = 0x0101010101010101ull * xor_mask;
+    for (size_t i = 0; i < n; i++) {
+        const float *row = x + i * d;
+        uint8_t *o = out + i * nbytes;
+        size_t j = 0;
+        for (; j + 64 <= d; j += 64) {
+            uint64_t m = 0;
+            for (int t = 0; t < 8; t++) {
+                __m256 v = _mm256_loadu_ps(row + j + 8 * t);
+                m |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ))
+                     << (8 * t);
+            }
+            m = bitrev_bytes64(m) ^ xm64;
+            memcpy(o + j / 8, &m, 8);
+        }
+        for (; j + 8 <= d; j += 8) {
+            __m256 v = _mm256_loadu_ps(row + j);
+            uint64_t m = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+            o[j / 8] = (uint8_t)(bitrev_bytes64(m) ^ xor_mask);
+        }
+        if (j < d) {
+            unsigned v = 0;
+            int t = 0;
+            for (; j < d; j++, t++) v = (v << 1) | (row[j] > 0.0f);
+            v <<= (8 - t);
+            o[nbytes - 1] = (uint8_t)(v ^ xor_mask);
+        }
+    }
+}
+
+static void pack_sign_f64(const double *x, size_t n, size_t d, uint8_t *out, uint8_t xor_mask) {
+    const size_t nbytes = (d + 7) / 8;
+    const __m256d zero = _mm256_setzero_pd();
+    const uint64_t xm64 = 0x0101010101010101ull * xor_mask;
+    for (size_t i = 0; i < n; i++) {
+        const double *row = x + i * d;
+        uint8_t *o = out + i * nbytes;
+        size_t j = 0;
+        for (; j + 64 <= d; j += 64) {
+            uint64_t m = 0;
+            for (int t = 0; t < 16; t++) {
+                __m256d v = _mm256_loadu_pd(row + j + 4 * t);
+                m |= (uint64_t)(unsigned)_mm256_movemask_pd(_mm256_cmp_pd(v, zero, _CMP_GT_OQ))
+                     << (4 * t);
+            }
+            m = bitrev_bytes64(m) ^ xm64;
+            memcpy(o + j / 8, &m, 8);
+        }
+        for (; j + 8 <= d; j += 8) {
+            __m256d a = _mm256_loadu_pd(row + j), b = _mm256_loadu_pd(row + j + 4);
+            uint64_t m = (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(a, zero, _CMP_GT_OQ)) |
+                         ((unsigned)_mm256_movemask_pd(_mm256_cmp_pd(b, zero, _CMP_GT_OQ)) << 4);
+            o[j / 8] = (uint8_t)(bitrev_bytes64(m) ^ xor_mask);
+        }
+        if (j < d) {
+            unsigned v = 0;
+            int t = 0;
+            for (; j < d; j++, t++) v = (v << 1) | (row[j] > 0.0);
+            v <<= (8 - t);
+            o[nbytes - 1] = (uint8_t)(v ^ xor_mask);
+        }
+    }
+}
+
+/* ======================================================================
+ * quantize: floor((x - start) / step), clip [0, 255], ^ xor_mask
+ *   max_ps(v, 0) returns its second operand (0) when v is NaN, exactly the
+ *   scalar `!(v > 0) -> 0`; min_ps(v, 255) then caps.
+ * ==================================================================== */
+static inline __m256i quant8_f32(const float *x, const float *st, const float *sp, __m256 zero,
+                                 __m256 c255, size_t *nan_bits) {
+    __m256 v = _mm256_loadu_ps(x);
+    *nan_bits += (size_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    __m256 q = _mm256_div_ps(_mm256_sub_ps(v, _mm256_loadu_ps(st)), _mm256_loadu_ps(sp));
+    q = _mm256_floor_ps(q);
+    q = _mm256_min_ps(_mm256_max_ps(q, zero), c255);
+    return _mm256_cvttps_epi32(q);
+}
+
+static size_t quantize_f32(const float *x, size_t n, size_t d, const float *start,
+                           const float *step, uint8_t *out, uint8_t xor_mask) {
+    size_t nans = 0;
+    const __m256 zero = _mm256_setzero_ps(), c255 = _mm256_set1_ps(255.0f);
+    const __m256i xm = _mm256_set1_epi8((char)xor_mask);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t i = 0; i < n; i++) {
+        const float *row = x + i * d;
+        uint8_t *o = out + i * d;
+        size_t j = 0;
+        for (; j + 32 <= d; j += 32) {
+            __m256i a = quant8_f32(row + j, start + j, step + j, zero, c255, &nans);
+            __m256i b = quant8_f32(row + j + 8, start + j + 8, step + j + 8, zero, c255, &nans);
+            __m256i c = quant8_f32(row + j + 16, start + j + 16, step + j + 16, zero, c255, &nans);
+            __m256i e = quant8_f32(row + j + 24, start + j + 24, step + j + 24, zero, c255, &nans);
+            /* packs work per 128-bit lane: the dwords (4 bytes each) come out
+             * as [a.lo b.lo c.lo e.lo a.hi b.hi c.hi e.hi]; permute back */
+            __m256i ab = _mm256_packus_epi32(a, b), ce = _mm256_packus_epi32(c, e);
+            __m256i r = _mm256_packus_epi16(ab, ce);
+            r = _mm256_permutevar8x32_epi32(r, perm);
+            _mm256_storeu_si256((__m256i *)(o + j), _mm256_xor_si256(r, xm));
+        }
+        for (; j + 8 <= d; j += 8) {
+            __m256i a = quant8_f32(row + j, start + j, step + j, zero, c255, &nans);
+            __m128i lo = _mm256_castsi256_si128(a), hi = _mm256_extracti128_si256(a, 1);
+            __m128i p = _mm_packus_epi16(_mm_packus_epi32(lo, hi), _mm_setzero_si128());
+            p = _mm_xor_si128(p, _mm256_castsi256_si128(xm));
+            _mm_storel_epi64((__m128i *)(o + j), p);
+        }
+        for (; j < d; j++) {
+            nans += isnan(row[j]) ? 1 : 0;
+            o[j] = (uint8_t)(ql_quant1_f32(row[j], start[j], step[j]) ^ xor_mask);
+        }
+    }
+    return nans;
+}
+
+static inline __m128i quant4_f64(const double *x, const double *st, const double *sp, __m256d zero,
+                                 __m256d c255, size_t *nan_bits) {
+    __m256d v = _mm256_loadu_pd(x);
+    *nan_bits += (size_t)_mm_popcnt_u32((unsigned)_mm256_movemask_pd(_mm256_cmp_pd(v, v, _CMP_UNORD_Q)));
+    __m256d q = _mm256_div_pd(_mm256_sub_pd(v, _mm256_loadu_pd(st)), _mm256_loadu_pd(sp));
+    q = _mm256_floor_pd(q);
+    q = _mm256_min_pd(_mm256_max_pd(q, zero), c255);
+    return _mm256_cvttpd_epi32(q);
+}
+
+static size_t quantize_f64(const double *x, size_t n, size_t d, const double *start,
+                           const double *step, uint8_t *out, uint8_t xor_mask) {
+    size_t nans = 0;
+    const __m256d zero = _mm256_setzero_pd(), c255 = _mm256_set1_pd(255.0);
+    const __m128i xm = _mm_set1_epi8((char)xor_mask);
+    for (size_t i = 0; i < n; i++) {
+        const double *row = x + i * d;
+        uint8_t *o = out + i * d;
+        size_t j = 0;
+        for (; j + 16 <= d; j += 16) {
+            __m128i a = quant4_f64(row + j, start + j, step + j, zero, c255, &nans);
+            __m128i b = quant4_f64(row + j + 4, start + j + 4, step + j + 4, zero, c255, &nans);
+            __m128i c = quant4_f64(row + j + 8, start + j + 8, step + j + 8, zero, c255, &nans);
+            __m128i e = quant4_f64(row + j + 12, start + j + 12, step + j + 12, zero, c255, &nans);
+            __m128i r = _mm_packus_epi16(_mm_packus_epi32(a, b), _mm_packus_epi32(c, e));
+            _mm_storeu_si128((__m128i *)(o + j), _mm_xor_si128(r, xm));
+        }
+        for (; j + 4 <= d; j += 4) {
+            __m128i a = quant4_f64(row + j, start + j, step + j, zero, c255, &nans);
+            __m128i r = _mm_packus_epi16(_mm_packus_epi32(a, a), _mm_setzero_si128());
+            uint32_t w = (uint32_t)_mm_cvtsi128_si32(_mm_xor_si128(r, xm));
+            memcpy(o + j, &w, 4);
+        }
+        for (; j < d; j++) {
+            nans += isnan(row[j]) ? 1 : 0;
+            o[j] = (uint8_t)(ql_quant1_f64(row[j], start[j], step[j]) ^ xor_mask);
+        }
+    }
+    return nans;
+}
+
+/* ======================================================================
+ * minmax: running per-column min / max, NaN ignored.
+ *   blendv(mn, v, v < mn) is exactly `if (v < mn) mn = v` (ordered compare:
+ *   a NaN v never replaces, equal values keep the old one).
+ * Rows are walked in blocks so a column strip stays in registers.
+ * ==================================================================== */
+#define QL_MINMAX_ROWS 16
+
+static size_t minmax_f32(const float *x, size_t n, size_t d, float *mn, float *mx) {
+    size_t nans = 0;
+    for (size_t i0 = 0; i0 < n; i0 += QL_MINMAX_ROWS) {
+        size_t i1 = i0 + QL_MINMAX_ROWS < n ? i0 + QL_MINMAX_ROWS : n;
+        size_t j = 0;
+        for (; j + 16 <= d; j += 16) {
+            __m256 lo0 = _mm256_loadu_ps(mn + j), lo1 = _mm256_loadu_ps(mn + j + 8);
+            __m256 hi0 = _mm256_loadu_ps(mx + j), hi1 = _mm256_loadu_ps(mx + j + 8);
+            for (size_t i = i0; i < i1; i++) {
+                __m256 v0 = _mm256_loadu_ps(x + i * d + j), v1 = _mm256_loadu_ps(x + i * d + j + 8);
+                unsigned nm = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v0, v0, _CMP_UNORD_Q)) |
+                              ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v1, v1, _CMP_UNORD_Q)) << 8);
+                nans += (size_t)_mm_popcnt_u32(nm);
+                lo0 = _mm256_blendv_ps(lo0, v0, _mm256_cmp_ps(v0, lo0, _CMP_LT_OQ));
+                lo1 = _mm256_blendv_ps(lo1, v1, _mm256_cmp_ps(v1, lo1, _CMP_LT_OQ));
+                hi0 = _mm256_blendv_ps(hi0, v0, _mm256_cmp_ps(v0, hi0, _CMP_GT_OQ));
+                hi1 = _mm256_blendv_ps(hi1, v1, _mm256_cmp_ps(v1, hi1, _CMP_GT_OQ));
+            }
+            _mm256_storeu_ps(mn + j, lo0);
+            _mm256_storeu_ps(mn + j + 8, lo1);
+            _mm256_storeu_ps(mx + j, hi0);
+            _mm256_storeu_ps(mx + j + 8, hi1);
+        }
+        for (size_t i = i0; i < i1; i++) {
+            const float *row = x + i * d;
+            for (size_t jj = j; jj < d; jj++) {
+                float v = row[jj];
+                if (v != v) {
+                    nans++;
+                    continue;
+                }
+                if (v < mn[jj]) mn[jj] = v;
+                if (v > mx[jj]) mx[jj] = v;
+            }
+        }
+    }
+    return nans;
+}
+
+static size_t minmax_f64(const double *x, size_t n, size_t d, double *mn, double *mx) {
+    size_t nans = 0;
+    for (size_t i0 = 0; i0 < n; i0 += QL_MINMAX_ROWS) {
+        size_t i1 = i0 + QL_MINMAX_ROWS < n ? i0 + QL_MINMAX_ROWS : n;
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            __m256d lo0 = _mm256_loadu_pd(mn + j), lo1 = _mm256_loadu_pd(mn + j + 4);
+            __m256d hi0 = _mm256_loadu_pd(mx + j), hi1 = _mm256_loadu_pd(mx + j + 4);
+            for (size_t i = i0; i < i1; i++) {
+                __m256d v0 = _mm256_loadu_pd(x + i * d + j), v1 = _mm256_loadu_pd(x + i * d + j + 4);
+                unsigned nm = (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(v0, v0, _CMP_UNORD_Q)) |
+                              ((unsigned)_mm256_movemask_pd(_mm256_cmp_pd(v1, v1, _CMP_UNORD_Q)) << 4);
+                nans += (size_t)_mm_popcnt_u32(nm);
+                lo0 = _mm256_blendv_pd(lo0, v0, _mm256_cmp_pd(v0, lo0, _CMP_LT_OQ));
+                lo1 = _mm256_blendv_pd(lo1, v1, _mm256_cmp_pd(v1, lo1, _CMP_LT_OQ));
+                hi0 = _mm256_blendv_pd(hi0, v0, _mm256_cmp_pd(v0, hi0, _CMP_GT_OQ));
+                hi1 = _mm256_blendv_pd(hi1, v1, _mm256_cmp_pd(v1, hi1, _CMP_GT_OQ));
+            }
+            _mm256_storeu_pd(mn + j, lo0);
+            _mm256_storeu_pd(mn + j + 4, lo1);
+            _mm256_storeu_pd(mx + j, hi0);
+            _mm256_storeu_pd(mx + j + 4, hi1);
+        }
+        for (size_t i = i0; i < i1; i++) {
+            const double *row = x + i * d;
+            for (size_t jj = j; jj < d; jj++) {
+                double v = row[jj];
+                if (v != v) {
+                    nans++;
+                    continue;
+                }
+                if (v < mn[jj]) mn[jj] = v;
+                if (v > mx[jj]) mx[jj] = v;
+            }
+        }
+    }
+    return nans;
+}
+
+/* ======================================================================
+ * Hamming
+ *
+ * Two inner kernels, each computing one query against 4 corpus rows (the
+ * query chunk is loaded once and reused by the 4 rows):
+ *   ham4_vec  nibble-lookup popcount (vpshufb) of 32-byte XOR chunks, byte
+ *             counters flushed with vpsadbw at most every 31 chunks; the
+ *             tail (nbytes % 32) is an overlapping last chunk masked so no
+ *             byte is counted twice.  Needs nbytes >= 32.
+ *   ham4_pop  scalar popcnt over 64-bit words (+ a zero-padded last word).
+ * ==================================================================== */
+static inline __m256i popcnt_bytes(__m256i x, __m256i lut, __m256i m0f) {
+    __m256i lo = _mm256_and_si256(x, m0f);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), m0f);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
+}
+
+/* 4 vectors of 4 x u64 partial sums -> the 4 totals (each < 2^31) */
+static inline __m128i hsum4_u64(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+    /* u = [s0a s2a | s0c s2c] + [s0b s2b | s0d s2d] as qwords, etc. */
+    __m256i u = _mm256_add_epi64(_mm256_unpacklo_epi64(s0, s2), _mm256_unpackhi_epi64(s0, s2));
+    __m256i v = _mm256_add_epi64(_mm256_unpacklo_epi64(s1, s3), _mm256_unpackhi_epi64(s1, s3));
+    /* dwords [s0 s1 s2 s3] per 128-bit lane */
+    __m256i w = _mm256_or_si256(u, _mm256_slli_epi64(v, 32));
+    return _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+
+static inline void ham4_vec(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
+                            int32_t out[4]) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    const uint8_t *c1 = c0 + stride, *c2 = c1 + stride, *c3 = c2 + stride;
+    const size_t nchunks = nbytes / 32;
+    __m256i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    size_t j = 0;
+    while (j < nchunks) {
+        size_t jend = j + 31 < nchunks ? j + 31 : nchunks;
+        __m256i a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+        for (; j < jend; j++) {
+            __m256i qv = _mm256_loadu_si256((const __m256i *)(q + 32 * j));
+            a0 = _mm256_add_epi8(a0, popcnt_bytes(_mm256_xor_si256(qv, _mm256_loadu_si256((const __m256i *)(c0 + 32 * j))), lut, m0f));
+            a1 = _mm256_add_epi8(a1, popcnt_bytes(_mm256_xor_si256(qv, _mm256_loadu_si256((const __m256i *)(c1 + 32 * j))), lut, m0f));
+            a2 = _mm256_add_epi8(a2, popcnt_bytes(_mm256_xor_si256(qv, _mm256_loadu_si256((const __m256i *)(c2 + 32 * j))), lut, m0f));
+            a3 = _mm256_add_epi8(a3, popcnt_bytes(_mm256_xor_si256(qv, _mm256_loadu_si256((const __m256i *)(c3 + 32 * j))), lut, m0f));
+        }
+        s0 = _mm256_add_epi64(s0, _mm256_sad_epu8(a0, zero));
+        s1 = _mm256_add_epi64(s1, _mm256_sad_epu8(a1, zero));
+        s2 = _mm256_add_epi64(s2, _mm256_sad_epu8(a2, zero));
+        s3 = _mm256_add_epi64(s3, _mm256_sad_epu8(a3, zero));
+    }
+    size_t rem = nbytes % 32;
+    if (rem) {
+        size_t off = nbytes - 32;
+        __m256i m = _mm256_loadu_si256((const __m256i *)(k_tailmask + rem));
+        __m256i qv = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(q + off)), m);
+#define QL_HAM_TAIL(S, C)                                                                         \
+    S = _mm256_add_epi64(S, _mm256_sad_epu8(popcnt_bytes(_mm256_xor_si256(qv, _mm256_and_si256(  \
+                                                             _mm256_loadu_si256((const __m256i *)(C + off)), m)), \
+                                                         lut, m0f),                               \
+                                            zero))
+        QL_HAM_TAIL(s0, c0);
+        QL_HAM_TAIL(s1, c1);
+        QL_HAM_TAIL(s2, c2);
+        QL_HAM_TAIL(s3, c3);
+#undef QL_HAM_TAIL
+    }
+    _mm_storeu_si128((__m128i *)out, hsum4_u64(s0, s1, s2, s3));
+}
+
+static inline uint64_t load_partial_u64(const uint8_t *p, size_t n) {
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    return v;
+}
+
+static inline void ham4_pop(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
+                            int32_t out[4]) {
+    const uint8_t *c1 = c0 + stride, *c2 = c1 + stride, *c3 = c2 + stride;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t j = 0;
+    for (; j + 8 <= nbytes; j += 8) {
+        uint64_t qw = ql_load_u64(q + j);
+        s0 += (uint64_t)_mm_popcnt_u64(qw ^ ql_load_u64(c0 + j));
+        s1 += (uint64_t)_mm_popcnt_u64(qw ^ ql_load_u64(c1 + j));
+        s2 += (uint64_t)_mm_popcnt_u64(qw ^ ql_load_u64(c2 + j));
+        s3 += (uint64_t)_mm_popcnt_u64(qw ^ ql_load_u64(c3 + j));
+    }
+    if (j < nbytes) {
+        size_t r = nbytes - j;
+        uint64_t qw = load_partial_u64(q + j, r);
+        s0 += (uint64_t)_mm_popcnt_u64(qw ^ load_partial_u64(c0 + j, r));
+        s1 += (uint64_t)_mm_popcnt_u64(qw ^ load_partial_u64(c1 + j, r));
+        s2 += (uint64_t)_mm_popcnt_u64(qw ^ load_partial_u64(c2 + j, r));
+        s3 += (uint64_t)_mm_popcnt_u64(qw ^ load_partial_u64(c3 + j, r));
+    }
+    out[0] = (int32_t)s0;
+    out[1] = (int32_t)s1;
+    out[2] = (int32_t)s2;
+    out[3] = (int32_t)s3;
+}
+
+static inline int32_t ham1(const uint8_t *q, const uint8_t *c, size_t nbytes) {
+    uint64_t s = 0;
+    size_t j = 0;
+    for (; j + 8 <= nbytes; j += 8) s += (uint64_t)_mm_popcnt_u64(ql_load_u64(q + j) ^ ql_load_u64(c + j));
+    if (j < nbytes) {
+        size_t r = nbytes - j;
+        s += (uint64_t)_mm_popcnt_u64(load_partial_u64(q + j, r) ^ load_partial_u64(c + j, r));
+    }
+    return (int32_t)s;
+}
+
+/* below this many bytes the scalar popcnt kernel wins (measured, see commit) */
+#define QL_HAM_VEC_MIN 32
+
+static inline void ham4(const uint8_t *q, const uint8_t *c0, size_t nbytes, int32_t out[4]) {
+    if (nbytes >= QL_HAM_VEC_MIN)
+        ham4_vec(q, c0, nbytes, nbytes, out);
+    else
+        ham4_pop(q, c0, nbytes, nbytes, out);
+}
+
+static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
+                           int32_t *out, size_t ldo) {
+    size_t tile = 32768 / nbytes;
+    tile = tile < 8 ? 8 : (tile & ~(size_t)3);
+    for (size_t c0 = 0; c0 < nb; c0 += tile) {
+        size_t c1 = c0 + tile < nb ? c0 + tile : nb;
+        for (size_t i = 0; i < na; i++) {
+            const uint8_t *qi = a + i * nbytes;
+            int32_t *o = out + i * ldo;
+            size_t j = c0;
+            for (; j + 4 <= c1; j += 4) {
+                int32_t r[4];
+                ham4(qi, b + j * nbytes, nbytes, r);
+                memcpy(o + j, r, sizeof r);
+            }
+            for (; j < c1; j++) o[j] = ham1(qi, b + j * nbytes, nbytes);
+        }
+    }
+}
+
+static void hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
+                         int64_t id_offset, ql_topk_t *states) {
+    size_t tile = 32768 / nbytes;
+    tile = tile < 8 ? 8 : (tile & ~(size_t)3);
+    for (size_t c0 = 0; c0 < nc; c0 += tile) {
+        size_t c1 = c0 + tile < nc ? c0 + tile : nc;
+        for (size_t i = 0; i < nq; i++) {
+            const uint8_t *qi = q + i * nbytes;
+            ql_topk_t *st = &states[i];
+            size_t j = c0;
+            for (; j + 4 <= c1; j += 4) {
+                int32_t r[4];
+                ham4(qi, c + j * nbytes, nbytes, r);
+                for (int t = 0; t < 4; t++)
+                    if (r[t] < st->thr) ql_topk_push(st, r[t], id_offset + (int64_t)(j + t));
+            }
+            for (; j < c1; j++) {
+                int32_t r = ham1(qi, c + j * nbytes, nbytes);
+                if (r < st->thr) ql_topk_push(st, r, id_offset + (int64_t)j);
+            }
+        }
+    }
+}
+
+/* ======================================================================
+ * Integer dot products (exact)
+ *
+ * Both operands are widened to 16 bit (vpmovsxbw for int8, vpmovzxbw for
+ * uint8: 0..255 is a valid int16) and multiplied with vpmaddwd, whose pair
+ * sums (<= 2 * 128 * 128 or 2 * 255 * 255) never overflow int32.  The int32
+ * lane sums wrap exactly like the scalar uint32 accumulation, and the final
+ * sum is exact within the documented dimension limits.
+ * Register tile: 2 queries x 4 corpus rows, 16 dims per step; the last
+ * d % 16 dims use an overlapping load with the query side masked to zero.
+ * ==================================================================== */
+static inline int32_t dot1_scalar(const uint8_t *a, const uint8_t *b, size_t d, int is_signed) {
+    if (is_signed) {
+        const int8_t *x = (const int8_t *)a, *y = (const int8_t *)b;
+        int32_t s = 0;
+        for (size_t j = 0; j < d; j++) s += (int32_t)x[j] * (int32_t)y[j];
+        return s;
+    }
+    uint32_t u = 0;
+    for (size_t j = 0; j < d; j++) u += (uint32_t)a[j] * (uint32_t)b[j];
+    return (int32_t)u;
+}
+
+/* horizontal sums of 4 int32x8 accumulators -> [sum(a0) sum(a1) sum(a2) sum(a3)] */
+static inline __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+#define QL_DEFINE_DOT_TILE(NAME, CVT)                                                              \
+    /* q0, q1: two queries (q1 may equal q0); c: 4 rows at stride d; d >= 16 */                   \
+    static inline void NAME(const uint8_t *q0, const uint8_t *q1, const uint8_t *c, size_t d,     \
+                            int32_t r0[4], int32_t r1[4]) {                                        \
+        const uint8_t *c1 = c + d, *c2 = c1 + d, *c3 = c2 + d;                                    \
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;                    \
+        __m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;                                       \
+        size_t j = 0;                                                                              \
+        for (; j + 16 <= d; j += 16) {                                                             \
+            __m256i x0 = CVT(_mm_loadu_si128((const __m128i *)(q0 + j)));                          \
+            __m256i x1 = CVT(_mm_loadu_si128((const __m128i *)(q1 + j)));                          \
+            __m256i y;                                                                             \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c + j)));                                    \
+            a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, y));                                 \
+            a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c1 + j)));                                   \
+            a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x0, y));                                 \
+            a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c2 + j)));                                   \
+            a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(x0, y));                                 \
+            a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c3 + j)));                                   \
+            a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(x0, y));                                 \
+            a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(x1, y));                                 \
+        }                                                                                          \
+        if (j < d) {                                                                               \
+            size_t off = d - 16;                                                                   \
+            __m128i m = _mm_loadu_si128((const __m128i *)(k_tailmask + 16 + (d - j)));             \
+            __m256i x0 = CVT(_mm_and_si128(m, _mm_loadu_si128((const __m128i *)(q0 + off))));      \
+            __m256i x1 = CVT(_mm_and_si128(m, _mm_loadu_si128((const __m128i *)(q1 + off))));      \
+            __m256i y;                                                                             \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c + off)));                                  \
+            a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, y));                                 \
+            a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c1 + off)));                                 \
+            a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x0, y));                                 \
+            a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c2 + off)));                                 \
+            a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(x0, y));                                 \
+            a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(x1, y));                                 \
+            y = CVT(_mm_loadu_si128((const __m128i *)(c3 + off)));                                 \
+            a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(x0, y));                                 \
+            a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(x1, y));                                 \
+        }                                                                                          \
+        _mm_storeu_si128((__m128i *)r0, hsum4_i32(a00, a01, a02, a03));                            \
+        _mm_storeu_si128((__m128i *)r1, hsum4_i32(a10, a11, a12, a13));                            \
+    }                                                                                              \
+    /* one query x one row, d >= 16 */                                                             \
+    static inline int32_t NAME##_1(const uint8_t *q, const uint8_t *c, size_t d) {                 \
+        __m256i a = _mm256_setzero_si256();                                                        \
+        size_t j = 0;                                                                              \
+        for (; j + 16 <= d; j += 16)                                                               \
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(CVT(_mm_loadu_si128((const __m128i *)(q + j))), \
+                                                      CVT(_mm_loadu_si128((const __m128i *)(c + j))))); \
+        if (j < d) {                                                                               \
+            size_t off = d - 16;                                                                   \
+            __m128i m = _mm_loadu_si128((const __m128i *)(k_tailmask + 16 + (d - j)));             \
+            __m256i x = CVT(_mm_and_si128(m, _mm_loadu_si128((const __m128i *)(q + off))));        \
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(x, CVT(_mm_loadu_si128((const __m128i *)(c + off))))); \
+        }                                                                                          \
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));      \
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));                                          \
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));                                          \
+        return _mm_cvtsi128_si32(s);                                                               \
+    }
+
+QL_DEFINE_DOT_TILE(dot_tile_s8, _mm256_cvtepi8_epi16)
+QL_DEFINE_DOT_TILE(dot_tile_u8, _mm256_cvtepu8_epi16)
+
+static inline void dot_tile(const uint8_t *q0, const uint8_t *q1, const uint8_t *c, size_t d,
+                            int is_signed, int32_t r0[4], int32_t r1[4]) {
+    if (is_signed)
+        dot_tile_s8(q0, q1, c, d, r0, r1);
+    else
+        dot_tile_u8(q0, q1, c, d, r0, r1);
+}
+
+static inline int32_t dot1(const uint8_t *q, const uint8_t *c, size_t d, int is_signed) {
+    if (d < 16) return dot1_scalar(q, c, d, is_signed);
+    return is_signed ? dot_tile_s8_1(q, c, d) : dot_tile_u8_1(q, c, d);
+}
+
+static void dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
+                       int is_signed, int32_t *out, size_t ldo) {
+    if (d < 16) {
+        for (size_t i = 0; i < na; i++)
+            for (size_t j = 0; j < nb; j++) out[i * ldo + j] = dot1_scalar(a + i * d, b + j * d, d, is_signed);
+        return;
+    }
+    size_t tile = 32768 / d;
+    tile = tile < 8 ? 8 : (tile & ~(size_t)3);
+    for (size_t c0 = 0; c0 < nb; c0 += tile) {
+        size_t c1 = c0 + tile < nb ? c0 + tile : nb;
+        for (size_t i = 0; i < na; i += 2) {
+            const uint8_t *qa = a + i * d;
+            const uint8_t *qb = i + 1 < na ? qa + d : qa;
+            int32_t *oa = out + i * ldo, *ob = i + 1 < na ? oa + ldo : NULL;
+            size_t j = c0;
+            for (; j + 4 <= c1; j += 4) {
+                int32_t r0[4], r1[4];
+                dot_tile(qa, qb, b + j * d, d, is_signed, r0, r1);
+                memcpy(oa + j, r0, sizeof r0);
+                if (ob) memcpy(ob + j, r1, sizeof r1);
+            }
+            for (; j < c1; j++) {
+                oa[j] = dot1(qa, b + j * d, d, is_signed);
+                if (ob) ob[j] = dot1(qb, b + j * d, d, is_signed);
+            }
+        }
+    }
+}
+
+static void dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
+                     int is_signed, int64_t id_offset, ql_topk_t *states) {
+    size_t tile = 32768 / d;
+    tile = tile < 8 ? 8 : (tile & ~(size_t)3);
+    for (size_t c0 = 0; c0 < nc; c0 += tile) {
+        size_t c1 = c0 + tile < nc ? c0 + tile : nc;
+        for (size_t i = 0; i < nq; i += 2) {
+            const uint8_t *qa = q + i * d;
+            int two = i + 1 < nq;
+            const uint8_t *qb = two ? qa + d : qa;
+            ql_topk_t *sa = &states[i], *sb = two ? &states[i + 1] : NULL;
+            size_t j = c0;
+            if (d >= 16) {
+                for (; j + 4 <= c1; j += 4) {
+                    int32_t r0[4], r1[4];
+                    dot_tile(qa, qb, c + j * d, d, is_signed, r0, r1);
+                    for (int t = 0; t < 4; t++) {
+                        int32_t key = -r0[t];
+                        if (key < sa->thr) ql_topk_push(sa, key, id_offset + (int64_t)(j + t));
+                    }
+                    if (two)
+                        for (int t = 0; t < 4; t++) {
+                            int32_t key = -r1[t];
+                            if (key < sb->thr) ql_topk_push(sb, key, id_offset + (int64_t)(j + t));
+                        }
+                }
+            }
+            for (; j < c1; j++) {
+                int32_t key = -dot1(qa, c + j * d, d, is_signed);
+                if (key < sa->thr) ql_topk_push(sa, key, id_offset + (int64_t)j);
+                if (two) {
+                    key = -dot1(qb, c + j * d, d, is_signed);
+                    if (key < sb->thr) ql_topk_push(sb, key, id_offset + (int64_t)j);
+                }
+            }
+        }
+    }
+}
+
+/* ======================================================================
+ * Rescoring (float64, contract summation order)
+ *   Lanes 0-3 of the contract live in one __m256d, lanes 4-7 in another;
+ *   each step is s = s + (w * v), exactly the scalar expression.  The
+ *   d % 8 tail and the reduction run on the spilled lanes with the scalar
+ *   code.  Two rows are processed together for instruction-level parallelism
+ *   (independent chains, same per-row order).
+ * ==================================================================== */
+static inline double reduce8(const double s[8]) {
+    double t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
+    return (t0 + t2) + (t1 + t3);
+}
+
+static inline void codes8_pd(const uint8_t *p, int is_signed, __m256d *lo, __m256d *hi) {
+    __m128i b = _mm_loadl_epi64((const __m128i *)p);
+    __m256i v = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+    *lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
+    *hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
+}
+
+static inline double rescore_codes_tail(__m256d A, __m256d B, const double *wi, const uint8_t *cr,
+                                        size_t j, size_t d, int is_signed) {
+    double s[8];
+    _mm256_storeu_pd(s, A);
+    _mm256_storeu_pd(s + 4, B);
+    for (; j < d; j++) {
+        double v = is_signed ? (double)(int8_t)cr[j] : (double)cr[j];
+        double p = wi[j] * v;
+        s[j & 7] = s[j & 7] + p;
+    }
+    return reduce8(s);
+}
+
+static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
+                          int is_signed, const int64_t *ids, size_t m, double *out) {
+    const size_t d8 = d & ~(size_t)7;
+    for (size_t i = 0; i < nq; i++) {
+        const double *wi = w + i * d;
+        size_t t = 0;
+        while (t < m) {
+            /* gather up to two valid rows */
+            const uint8_t *cr[2];
+            size_t slot[2];
+            int cnt = 0;
+            for (; t < m && cnt < 2; t++) {
+                int64_t row = ids ? ids[i * m + t] : (int64_t)t;
+                if (row < 0) {
+                    out[i * m + t] = -INFINITY;
+                    continue;
+                }
+                cr[cnt] = codes + (size_t)row * ld;
+                slot[cnt++] = t;
+            }
+            if (cnt == 2) {
+                __m256d A0 = _mm256_setzero_pd(), B0 = A0, A1 = A0, B1 = A0;
+                for (size_t j = 0; j < d8; j += 8) {
+                    __m256d w0 = _mm256_loadu_pd(wi + j), w1 = _mm256_loadu_pd(wi + j + 4);
+                    __m256d lo, hi;
+                    codes8_pd(cr[0] + j, is_signed, &lo, &hi);
+                    A0 = _mm256_add_pd(A0, _mm256_mul_pd(w0, lo));
+                    B0 = _mm256_add_pd(B0, _mm256_mul_pd(w1, hi));
+                    codes8_pd(cr[1] + j, is_signed, &lo, &hi);
+                    A1 = _mm256_add_pd(A1, _mm256_mul_pd(w0, lo));
+                    B1 = _mm256_add_pd(B1, _mm256_mul_pd(w1, hi));
+                }
+                out[i * m + slot[0]] = rescore_codes_tail(A0, B0, wi, cr[0], d8, d, is_signed);
+                out[i * m + slot[1]] = rescore_codes_tail(A1, B1, wi, cr[1], d8, d, is_signed);
+            } else if (cnt == 1) {
+                __m256d A0 = _mm256_setzero_pd(), B0 = A0;
+                for (size_t j = 0; j < d8; j += 8) {
+                    __m256d lo, hi;
+                    codes8_pd(cr[0] + j, is_signed, &lo, &hi);
+                    A0 = _mm256_add_pd(A0, _mm256_mul_pd(_mm256_loadu_pd(wi + j), lo));
+                    B0 = _mm256_add_pd(B0, _mm256_mul_pd(_mm256_loadu_pd(wi + j + 4), hi));
+                }
+                out[i * m + slot[0]] = rescore_codes_tail(A0, B0, wi, cr[0], d8, d, is_signed);
+            }
+        }
+    }
+}
+
+/* bit (7 - lane) of the byte selects q[j + lane]; and_pd with an all-ones /
+ * all-zeros mask gives q or +0.0, exactly the scalar `bit ? q : 0.0`. */
+static inline void bits8_masks(unsigned byte, __m256d *mlo, __m256d *mhi) {
+    const __m256i blo = _mm256_setr_epi64x(0x80, 0x40, 0x20, 0x10);
+    const __m256i bhi = _mm256_setr_epi64x(0x08, 0x04, 0x02, 0x01);
+    __m256i b = _mm256_set1_epi64x((long long)byte);
+    *mlo = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(b, blo), blo));
+    *mhi = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_and_si256(b, bhi), bhi));
+}
+
+static inline double rescore_bits_tail(__m256d A, __m256d B, const double *qi, const uint8_t *cr,
+                                       uint8_t xor_mask, size_t j, size_t d) {
+    double s[8];
+    _mm256_storeu_pd(s, A);
+    _mm256_storeu_pd(s + 4, B);
+    for (; j < d; j++) {
+        unsigned byte = (unsigned)(cr[j >> 3] ^ xor_mask);
+        double v = ((byte >> (7 - (j & 7))) & 1u) ? qi[j] : 0.0;
+        s[j & 7] = s[j & 7] + v;
+    }
+    return reduce8(s);
+}
+
+static void rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes, size_t ld,
+                         uint8_t xor_mask, const int64_t *ids, size_t m, double *out) {
+    const size_t d8 = d & ~(size_t)7;
+    for (size_t i = 0; i < nq; i++) {
+        const double *qi = q + i * d;
+        size_t t = 0;
+        while (t < m) {
+            const uint8_t *cr[2];
+            size_t slot[2];
+            int cnt = 0;
+            for (; t < m && cnt < 2; t++) {
+                int64_t row = ids ? ids[i * m + t] : (int64_t)t;
+                if (row < 0) {
+                    out[i * m + t] = -INFINITY;
+                    continue;
+                }
+                cr[cnt] = codes + (size_t)row * ld;
+                slot[cnt++] = t;
+            }
+            if (cnt == 2) {
+                __m256d A0 = _mm256_setzero_pd(), B0 = A0, A1 = A0, B1 = A0;
+                for (size_t j = 0; j < d8; j += 8) {
+                    __m256d q0 = _mm256_loadu_pd(qi + j), q1 = _mm256_loadu_pd(qi + j + 4);
+                    __m256d ml, mh;
+                    bits8_masks((unsigned)(cr[0][j >> 3] ^ xor_mask), &ml, &mh);
+                    A0 = _mm256_add_pd(A0, _mm256_and_pd(q0, ml));
+                    B0 = _mm256_add_pd(B0, _mm256_and_pd(q1, mh));
+                    bits8_masks((unsigned)(cr[1][j >> 3] ^ xor_mask), &ml, &mh);
+                    A1 = _mm256_add_pd(A1, _mm256_and_pd(q0, ml));
+                    B1 = _mm256_add_pd(B1, _mm256_and_pd(q1, mh));
+                }
+                out[i * m + slot[0]] = rescore_bits_tail(A0, B0, qi, cr[0], xor_mask, d8, d);
+                out[i * m + slot[1]] = rescore_bits_tail(A1, B1, qi, cr[1], xor_mask, d8, d);
+            } else if (cnt == 1) {
+                __m256d A0 = _mm256_setzero_pd(), B0 = A0;
+                for (size_t j = 0; j < d8; j += 8) {
+                    __m256d ml, mh;
+                    bits8_masks((unsigned)(cr[0][j >> 3] ^ xor_mask), &ml, &mh);
+                    A0 = _mm256_add_pd(A0, _mm256_and_pd(_mm256_loadu_pd(qi + j), ml));
+                    B0 = _mm256_add_pd(B0, _mm256_and_pd(_mm256_loadu_pd(qi + j + 4), mh));
+                }
+                out[i * m + slot[0]] = rescore_bits_tail(A0, B0, qi, cr[0], xor_mask, d8, d);
+            }
+        }
+    }
+}
+
+const ql_kernels_t ql_kernels_avx2 = {
+    "avx2",        pack_sign_f32, pack_sign_f64,  quantize_f32, quantize_f64, minmax_f32,
+    minmax_f64,    hamming_matrix, hamming_topk,  dot_matrix,   dot_topk,     rescore_codes,
+    rescore_bits,
+};
