@@ -307,7 +307,7 @@ static inline __m128i hsum4_u64(__m256i s0, __m256i s1, __m256i s2, __m256i s3) 
     return _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
 }
 
-static inline void ham4_vec(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
+static inline __attribute__((always_inline)) void ham4_vec(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
                             int32_t out[4]) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
                                          1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
@@ -357,7 +357,7 @@ static inline uint64_t load_partial_u64(const uint8_t *p, size_t n) {
     return v;
 }
 
-static inline void ham4_pop(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
+static inline __attribute__((always_inline)) void ham4_pop(const uint8_t *q, const uint8_t *c0, size_t stride, size_t nbytes,
                             int32_t out[4]) {
     const uint8_t *c1 = c0 + stride, *c2 = c1 + stride, *c3 = c2 + stride;
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -395,9 +395,27 @@ static inline int32_t ham1(const uint8_t *q, const uint8_t *c, size_t nbytes) {
 }
 
 /* below this many bytes the scalar popcnt kernel wins (measured, see commit) */
+#ifndef QL_HAM_VEC_MIN
 #define QL_HAM_VEC_MIN 32
+#endif
+/* bytes of corpus per cache tile (reused by every query of the block) */
+#ifndef QL_TILE_BYTES
+#define QL_TILE_BYTES 16384
+#endif
 
+/* Fixed sizes get their own fully unrolled copies (a few % faster). */
 static inline void ham4(const uint8_t *q, const uint8_t *c0, size_t nbytes, int32_t out[4]) {
+    switch (nbytes) {
+    case 8: ham4_pop(q, c0, 8, 8, out); return;
+    case 16: ham4_pop(q, c0, 16, 16, out); return;
+    case 32: ham4_vec(q, c0, 32, 32, out); return;
+    case 64: ham4_vec(q, c0, 64, 64, out); return;
+    case 96: ham4_vec(q, c0, 96, 96, out); return;
+    case 128: ham4_vec(q, c0, 128, 128, out); return;
+    case 192: ham4_vec(q, c0, 192, 192, out); return;
+    case 256: ham4_vec(q, c0, 256, 256, out); return;
+    default: break;
+    }
     if (nbytes >= QL_HAM_VEC_MIN)
         ham4_vec(q, c0, nbytes, nbytes, out);
     else
@@ -406,7 +424,7 @@ static inline void ham4(const uint8_t *q, const uint8_t *c0, size_t nbytes, int3
 
 static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
                            int32_t *out, size_t ldo) {
-    size_t tile = 32768 / nbytes;
+    size_t tile = QL_TILE_BYTES / nbytes;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nb; c0 += tile) {
         size_t c1 = c0 + tile < nb ? c0 + tile : nb;
@@ -426,7 +444,7 @@ static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t
 
 static void hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                          int64_t id_offset, ql_topk_t *states) {
-    size_t tile = 32768 / nbytes;
+    size_t tile = QL_TILE_BYTES / nbytes;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nc; c0 += tile) {
         size_t c1 = c0 + tile < nc ? c0 + tile : nc;
@@ -566,7 +584,7 @@ static void dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
             for (size_t j = 0; j < nb; j++) out[i * ldo + j] = dot1_scalar(a + i * d, b + j * d, d, is_signed);
         return;
     }
-    size_t tile = 32768 / d;
+    size_t tile = QL_TILE_BYTES / d;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nb; c0 += tile) {
         size_t c1 = c0 + tile < nb ? c0 + tile : nb;
@@ -591,7 +609,7 @@ static void dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
 
 static void dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                      int is_signed, int64_t id_offset, ql_topk_t *states) {
-    size_t tile = 32768 / d;
+    size_t tile = QL_TILE_BYTES / d;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nc; c0 += tile) {
         size_t c1 = c0 + tile < nc ? c0 + tile : nc;
