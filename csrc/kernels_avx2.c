@@ -695,7 +695,12 @@ static void dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
 /* ======================================================================
  * Rescoring (float64, contract summation order)
  *   Lanes 0-3 of the contract live in one __m256d, lanes 4-7 in another;
- *   each step is s = s + (w * v), exactly the scalar expression.  The
+ *   each step is s = s + (w * v), exactly the scalar expression.  Operand
+ *   order of the adds follows what GCC emits for the scalar loops ((w*v) + s
+ *   for codes, s + q for bits): values are identical either way, and this
+ *   way even the NaN that propagates when two NaNs meet (x86 keeps the first
+ *   operand's) usually matches -- but C treats + as commutative, so a NaN's
+ *   sign/payload is compiler-dependent and not part of the contract.  The
  *   d % 8 tail and the reduction run on the spilled lanes with the scalar
  *   code.  Two rows are processed together for instruction-level parallelism
  *   (independent chains, same per-row order).
@@ -751,11 +756,11 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
                     __m256d w0 = _mm256_loadu_pd(wi + j), w1 = _mm256_loadu_pd(wi + j + 4);
                     __m256d lo, hi;
                     codes8_pd(cr[0] + j, is_signed, &lo, &hi);
-                    A0 = _mm256_add_pd(A0, _mm256_mul_pd(w0, lo));
-                    B0 = _mm256_add_pd(B0, _mm256_mul_pd(w1, hi));
+                    A0 = _mm256_add_pd(_mm256_mul_pd(w0, lo), A0);
+                    B0 = _mm256_add_pd(_mm256_mul_pd(w1, hi), B0);
                     codes8_pd(cr[1] + j, is_signed, &lo, &hi);
-                    A1 = _mm256_add_pd(A1, _mm256_mul_pd(w0, lo));
-                    B1 = _mm256_add_pd(B1, _mm256_mul_pd(w1, hi));
+                    A1 = _mm256_add_pd(_mm256_mul_pd(w0, lo), A1);
+                    B1 = _mm256_add_pd(_mm256_mul_pd(w1, hi), B1);
                 }
                 out[i * m + slot[0]] = rescore_codes_tail(A0, B0, wi, cr[0], d8, d, is_signed);
                 out[i * m + slot[1]] = rescore_codes_tail(A1, B1, wi, cr[1], d8, d, is_signed);
@@ -764,8 +769,8 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
                 for (size_t j = 0; j < d8; j += 8) {
                     __m256d lo, hi;
                     codes8_pd(cr[0] + j, is_signed, &lo, &hi);
-                    A0 = _mm256_add_pd(A0, _mm256_mul_pd(_mm256_loadu_pd(wi + j), lo));
-                    B0 = _mm256_add_pd(B0, _mm256_mul_pd(_mm256_loadu_pd(wi + j + 4), hi));
+                    A0 = _mm256_add_pd(_mm256_mul_pd(_mm256_loadu_pd(wi + j), lo), A0);
+                    B0 = _mm256_add_pd(_mm256_mul_pd(_mm256_loadu_pd(wi + j + 4), hi), B0);
                 }
                 out[i * m + slot[0]] = rescore_codes_tail(A0, B0, wi, cr[0], d8, d, is_signed);
             }
