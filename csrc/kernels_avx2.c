@@ -409,6 +409,36 @@ static inline int32_t ham1(const uint8_t *q, const uint8_t *c, size_t nbytes) {
 #define QL_TILE_BYTES 16384
 #endif
 
+/* Short codes (8 or 16 bytes): several corpus rows share one vector, so 8
+ * distances come out of one pass, already packed as int32 in row order. */
+static inline __m256i ham8rows_w8(__m256i qb, const uint8_t *c, __m256i lut, __m256i m0f) {
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i s0 = _mm256_sad_epu8(popcnt_bytes(_mm256_xor_si256(qb, _mm256_loadu_si256((const __m256i *)c)), lut, m0f), zero);
+    __m256i s1 = _mm256_sad_epu8(popcnt_bytes(_mm256_xor_si256(qb, _mm256_loadu_si256((const __m256i *)(c + 32))), lut, m0f), zero);
+    /* dwords [r0 r4 r1 r5 | r2 r6 r3 r7] */
+    __m256i t = _mm256_or_si256(s0, _mm256_slli_epi64(s1, 32));
+    return _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+static inline __m256i ham8rows_w16(__m256i qb, const uint8_t *c, __m256i lut, __m256i m0f) {
+    const __m256i zero = _mm256_setzero_si256();
+#define QL_SAD16(K) _mm256_sad_epu8(popcnt_bytes(_mm256_xor_si256(qb, _mm256_loadu_si256((const __m256i *)(c + 32 * (K)))), lut, m0f), zero)
+    __m256i s0 = QL_SAD16(0), s1 = QL_SAD16(1), s2 = QL_SAD16(2), s3 = QL_SAD16(3);
+#undef QL_SAD16
+    /* s0 = [r0a r0b | r1a r1b] (qwords) ... */
+    __m256i a = _mm256_or_si256(s0, _mm256_slli_epi64(s1, 32)); /* [r0a r2a r0b r2b | r1a r3a r1b r3b] */
+    __m256i b = _mm256_or_si256(s2, _mm256_slli_epi64(s3, 32)); /* [r4a r6a r4b r6b | r5a r7a r5b r7b] */
+    __m256i t = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+    /* t = [r0 r2 r4 r6 | r1 r3 r5 r7] */
+    return _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+static inline __m256i ql_bcast_query(const uint8_t *q, size_t nbytes) {
+    return nbytes == 8 ? _mm256_set1_epi64x((long long)ql_load_u64(q))
+                       : _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q));
+}
+static inline __m256i ham8rows(__m256i qb, const uint8_t *c, size_t nbytes, __m256i lut, __m256i m0f) {
+    return nbytes == 8 ? ham8rows_w8(qb, c, lut, m0f) : ham8rows_w16(qb, c, lut, m0f);
+}
+
 /* Fixed sizes get their own fully unrolled copies (a few % faster). */
 static inline void ham4(const uint8_t *q, const uint8_t *c0, size_t nbytes, int32_t out[4]) {
     switch (nbytes) {
@@ -430,6 +460,9 @@ static inline void ham4(const uint8_t *q, const uint8_t *c0, size_t nbytes, int3
 
 static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
                            int32_t *out, size_t ldo) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
     size_t tile = QL_TILE_BYTES / nbytes;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nb; c0 += tile) {
@@ -438,6 +471,11 @@ static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t
             const uint8_t *qi = a + i * nbytes;
             int32_t *o = out + i * ldo;
             size_t j = c0;
+            if (nbytes == 8 || nbytes == 16) {
+                const __m256i qb = ql_bcast_query(qi, nbytes);
+                for (; j + 8 <= c1; j += 8)
+                    _mm256_storeu_si256((__m256i *)(o + j), ham8rows(qb, b + j * nbytes, nbytes, lut, m0f));
+            }
             for (; j + 4 <= c1; j += 4) {
                 int32_t r[4];
                 ham4(qi, b + j * nbytes, nbytes, r);
@@ -450,6 +488,9 @@ static void hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t
 
 static void hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                          int64_t id_offset, ql_topk_t *states) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2,
+                                         1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
     size_t tile = QL_TILE_BYTES / nbytes;
     tile = tile < 8 ? 8 : (tile & ~(size_t)3);
     for (size_t c0 = 0; c0 < nc; c0 += tile) {
@@ -458,6 +499,21 @@ static void hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t n
             const uint8_t *qi = q + i * nbytes;
             ql_topk_t *st = &states[i];
             size_t j = c0;
+            if (nbytes == 8 || nbytes == 16) {
+                const __m256i qb = ql_bcast_query(qi, nbytes);
+                for (; j + 8 <= c1; j += 8) {
+                    __m256i r = ham8rows(qb, c + j * nbytes, nbytes, lut, m0f);
+                    /* rows that can enter: r < thr */
+                    unsigned m = (unsigned)_mm256_movemask_ps(
+                        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(st->thr), r)));
+                    if (m) {
+                        int32_t rr[8];
+                        _mm256_storeu_si256((__m256i *)rr, r);
+                        for (int t = 0; t < 8; t++) /* in row order; thr may drop meanwhile */
+                            if ((m >> t) & 1) ql_topk_push(st, rr[t], id_offset + (int64_t)(j + t));
+                    }
+                }
+            }
             for (; j + 4 <= c1; j += 4) {
                 int32_t r[4];
                 ham4(qi, c + j * nbytes, nbytes, r);
