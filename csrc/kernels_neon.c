@@ -12,8 +12,8 @@
  *     widening pairwise adds (SADALP / UADALP) into 32-bit lanes, which wrap
  *     exactly like the scalar uint32 accumulation.  No SDOT, so it runs on
  *     every ARMv8.0 core;
- *   - the rescoring kernels are the portable loops (the summation order is
- *     part of the contract).
+ *   - rescoring keeps the contract's 8 lanes (lane = j % 8) in four
+ *     float64x2 registers, separate multiply and add, same reduction tree.
  * Only the table at the bottom is exported.
  */
 #include <arm_neon.h>
@@ -490,16 +490,37 @@ static void dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, s
 }
 
 /* ======================================================================
- * Rescoring: the portable loops (contract summation order; -ffp-contract=off
- * keeps the multiply and the add separate).
+ * Rescoring (float64, contract summation order): the 8 contract lanes live
+ * in four float64x2 registers (lanes 0-1, 2-3, 4-5, 6-7); each step is
+ * s = s + (w * v) with separate FMUL / FADD (-ffp-contract=off), the d % 8
+ * tail and the reduction run on the spilled lanes with the scalar code.
  * ==================================================================== */
 static inline double reduce8(const double s[8]) {
     double t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
     return (t0 + t2) + (t1 + t3);
 }
 
+/* 8 code bytes -> 8 exact doubles */
+static inline void codes8_f64(const uint8_t *p, int is_signed, float64x2_t v[4]) {
+    int32x4_t lo, hi;
+    if (is_signed) {
+        int16x8_t h = vmovl_s8(vld1_s8((const int8_t *)p));
+        lo = vmovl_s16(vget_low_s16(h));
+        hi = vmovl_s16(vget_high_s16(h));
+    } else {
+        uint16x8_t h = vmovl_u8(vld1_u8(p));
+        lo = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h)));
+        hi = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h)));
+    }
+    v[0] = vcvtq_f64_s64(vmovl_s32(vget_low_s32(lo)));
+    v[1] = vcvtq_f64_s64(vmovl_s32(vget_high_s32(lo)));
+    v[2] = vcvtq_f64_s64(vmovl_s32(vget_low_s32(hi)));
+    v[3] = vcvtq_f64_s64(vmovl_s32(vget_high_s32(hi)));
+}
+
 static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
                           int is_signed, const int64_t *ids, size_t m, double *out) {
+    const size_t d8 = d & ~(size_t)7;
     for (size_t i = 0; i < nq; i++) {
         const double *wi = w + i * d;
         for (size_t t = 0; t < m; t++) {
@@ -509,8 +530,16 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
                 continue;
             }
             const uint8_t *cr = codes + (size_t)row * ld;
-            double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (size_t j = 0; j < d; j++) {
+            float64x2_t a[4];
+            for (int k = 0; k < 4; k++) a[k] = vdupq_n_f64(0.0);
+            for (size_t j = 0; j < d8; j += 8) {
+                float64x2_t v[4];
+                codes8_f64(cr + j, is_signed, v);
+                for (int k = 0; k < 4; k++) a[k] = vaddq_f64(a[k], vmulq_f64(vld1q_f64(wi + j + 2 * k), v[k]));
+            }
+            double s[8];
+            for (int k = 0; k < 4; k++) vst1q_f64(s + 2 * k, a[k]);
+            for (size_t j = d8; j < d; j++) {
                 double v = is_signed ? (double)(int8_t)cr[j] : (double)cr[j];
                 double p = wi[j] * v;
                 s[j & 7] = s[j & 7] + p;
@@ -522,6 +551,10 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
 
 static void rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes, size_t ld,
                          uint8_t xor_mask, const int64_t *ids, size_t m, double *out) {
+    static const uint64_t kbits[8] = {0x80, 0x40, 0x20, 0x10, 0x08, 0x04, 0x02, 0x01};
+    const uint64x2_t b0 = vld1q_u64(kbits), b1 = vld1q_u64(kbits + 2);
+    const uint64x2_t b2 = vld1q_u64(kbits + 4), b3 = vld1q_u64(kbits + 6);
+    const size_t d8 = d & ~(size_t)7;
     for (size_t i = 0; i < nq; i++) {
         const double *qi = q + i * d;
         for (size_t t = 0; t < m; t++) {
@@ -531,8 +564,24 @@ static void rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *co
                 continue;
             }
             const uint8_t *cr = codes + (size_t)row * ld;
-            double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (size_t j = 0; j < d; j++) {
+            float64x2_t a0 = vdupq_n_f64(0.0), a1 = a0, a2 = a0, a3 = a0;
+            for (size_t j = 0; j < d8; j += 8) {
+                uint64x2_t by = vdupq_n_u64((uint64_t)(cr[j >> 3] ^ xor_mask));
+                /* CMTST: all-ones where the bit is set; AND gives q or +0.0,
+                 * exactly the scalar `bit ? q : 0.0` */
+#define QL_SEL(K, B) vreinterpretq_f64_u64(vandq_u64(vtstq_u64(by, B), vreinterpretq_u64_f64(vld1q_f64(qi + j + 2 * (K)))))
+                a0 = vaddq_f64(a0, QL_SEL(0, b0));
+                a1 = vaddq_f64(a1, QL_SEL(1, b1));
+                a2 = vaddq_f64(a2, QL_SEL(2, b2));
+                a3 = vaddq_f64(a3, QL_SEL(3, b3));
+#undef QL_SEL
+            }
+            double s[8];
+            vst1q_f64(s, a0);
+            vst1q_f64(s + 2, a1);
+            vst1q_f64(s + 4, a2);
+            vst1q_f64(s + 6, a3);
+            for (size_t j = d8; j < d; j++) {
                 unsigned byte = (unsigned)(cr[j >> 3] ^ xor_mask);
                 double v = ((byte >> (7 - (j & 7))) & 1u) ? qi[j] : 0.0;
                 s[j & 7] = s[j & 7] + v;
