@@ -1,6 +1,12 @@
 """Extra edge cases for the SIMD levels: every usable level must give results
 bit-identical to the scalar table (special floats, long codes that overflow
 the byte counters, extreme integer values, odd sizes)."""
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -173,3 +179,39 @@ def test_rescore_specials(isa, rng, d):
             return o
         g, wnt = _both(isa, runb)
         np.testing.assert_array_equal(g.view(np.uint64), wnt.view(np.uint64))
+
+
+# ---- the C-level self-test (csrc/tests/neon_selftest.c) -------------------
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+_BASE = ["-std=c11", "-O2", "-ffp-contract=off", f"-I{CSRC}"]
+_COMMON = [str(CSRC / f) for f in ("kernels_scalar.c", "dispatch.c", "topk.c")]
+
+
+def _run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    assert r.returncode == 0, f"{cmd[0]} failed:\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or "avx2" not in ISAS
+                    or shutil.which("gcc") is None, reason="needs gcc and an AVX2 CPU")
+def test_c_selftest_avx2(tmp_path):
+    obj = tmp_path / "kernels_avx2.o"
+    _run(["gcc", *_BASE, "-mavx2", "-mfma", "-mbmi2", "-mpopcnt", "-mavx", "-c",
+          str(CSRC / "kernels_avx2.c"), "-o", str(obj)])
+    exe = tmp_path / "selftest"
+    _run(["gcc", *_BASE, "-DQL_HAVE_AVX2=1", str(CSRC / "tests" / "neon_selftest.c"), str(obj),
+          *_COMMON, "-lm", "-o", str(exe)])
+    assert "ALL OK" in _run([str(exe)])
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None or shutil.which("qemu-aarch64") is None
+                    or not os.path.isdir("/usr/aarch64-linux-gnu"),
+                    reason="needs aarch64-linux-gnu-gcc and qemu-aarch64")
+def test_c_selftest_neon_under_qemu(tmp_path):
+    exe = tmp_path / "neon_selftest"
+    _run(["aarch64-linux-gnu-gcc", *_BASE, "-DQL_HAVE_NEON=1", "-static",
+          str(CSRC / "tests" / "neon_selftest.c"), str(CSRC / "kernels_neon.c"), *_COMMON, "-lm",
+          "-o", str(exe)])
+    assert "ALL OK" in _run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(exe)])
