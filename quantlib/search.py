@@ -71,10 +71,11 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
         kq = min(k, ca.shape[0])
         vals = np.empty((qa.shape[0], kq), np.int32)
         idx = np.empty((qa.shape[0], kq), np.int64)
+        # pass the clamped k: a huge Python int k (> 2**64) must mean "all rows", not OverflowError
         if binary:
-            _core.hamming_topk(qa, ca, k, offset, vals, idx)
+            _core.hamming_topk(qa, ca, kq, offset, vals, idx)
         else:
-            _core.dot_topk(qa, ca, signed, k, offset, vals, idx)
+            _core.dot_topk(qa, ca, signed, kq, offset, vals, idx)
         return vals, idx
 
     work = nq * nc * width

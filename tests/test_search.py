@@ -275,6 +275,9 @@ def test_shapes(rng, precision):
     v, i = search(q, c, 25, precision=precision)
     assert v.shape == i.shape == (3, 20)
     assert sorted(i[0]) == list(range(20))
+    # a k beyond any C integer still means "every row"
+    v, i = search(q, c, 2**70, precision=precision)
+    assert v.shape == (3, 20)
     # N = 0: (Q, 0)
     v, i = search(q, c[:0], 5, precision=precision)
     assert v.shape == i.shape == (3, 0)
