@@ -41,6 +41,7 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     (threads, index segments, distributed shards) with the same tie rule as
     the kernels.
     """
+    k = check_k(k)  # a negative k would silently slice from the end
     values = np.asarray(values)
     ids = np.asarray(ids, dtype=np.int64)
     if values.shape != ids.shape or values.ndim != 2:

@@ -604,6 +604,10 @@ ERROR_CASES = [
     (lambda: int8_dot(_F, _F), TypeError, r"got float32 and float32"),
     (lambda: int8_dot(_S8, _S8[:, :5]), ValueError, r"a have 16 dims but b has 5 dims"),
     (lambda: int8_dot(_S8, _S8[None]), ValueError, r"b must be 1-D .*3-D"),
+    (lambda: quantlib.merge_topk(np.zeros((2, 3)), np.zeros((2, 3)), -1, descending=True), ValueError,
+     r"k must be >= 1, got -1"),
+    (lambda: quantlib.merge_topk(np.zeros((2, 3)), np.zeros((2, 4)), 2, descending=True), ValueError,
+     r"values and ids must be 2-D arrays of one shape, got \(2, 3\) and \(2, 4\)"),
 ]
 
 _Q16 = np.zeros((3, 16))
@@ -675,7 +679,23 @@ def test_env_isa_selects_each_level():
     assert len(outs) == 1  # same answer on every level
 
 
+def test_env_isa_best():
+    r = _run_with_isa("best")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == quantlib.available_isas()[-1]
+
+
 def test_env_isa_bogus_is_import_error():
     r = _run_with_isa("bogus")
     assert r.returncode == 1, (r.returncode, r.stderr)  # a Python exception, not a signal
     assert "ImportError" in r.stderr and "QUANTLIB_ISA='bogus'" in r.stderr, r.stderr
+
+
+def test_merge_topk_int32_extremes():
+    """-INT32_MIN does not fit in int32: merging must widen before negating."""
+    v = np.array([[-2**31, 5, 2**31 - 1, -2**31]], np.int32)
+    i = np.array([[0, 1, 2, 3]])
+    mv, mi = quantlib.merge_topk(v, i, 4, descending=True)
+    np.testing.assert_array_equal(mi, [[2, 1, 0, 3]])
+    mv, mi = quantlib.merge_topk(v, i, 3, descending=False)
+    np.testing.assert_array_equal(mi, [[0, 3, 1]])
