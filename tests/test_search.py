@@ -110,9 +110,11 @@ def test_binary_every_width(isa, rng, nbytes):
 @pytest.mark.parametrize("precision", ["binary", "ubinary"])
 def test_binary_bits(isa, rng, bits, n, k, precision):
     k = resolve_k(k, n)
-    if k < 1:
-        pytest.skip("k=N=0 is an invalid k")
     q = random_codes(rng, 9, bits // 8, precision)
+    if k < 1:  # k = N = 0
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            search(q, q[:0], k, precision=precision)
+        return
     c = random_codes(rng, n, bits // 8, precision, distinct=4 if n > 7 else None)
     got = search(q, c, k, precision=precision)
     assert got[0].shape == (9, min(k, n))
@@ -179,10 +181,12 @@ def test_int_dims(isa, rng, d, precision):
 @pytest.mark.parametrize("d", [64, 384, 1024])
 def test_int_sizes(isa, rng, n, k, precision, d):
     k = resolve_k(k, n)
-    if k < 1:
-        pytest.skip("k=N=0 is an invalid k")
     signed = precision == "int8"
     q = random_scalar(rng, 5, d, signed)
+    if k < 1:  # k = N = 0
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            search(q, q[:0], k, precision=precision)
+        return
     c = random_scalar(rng, n, d, signed, distinct=5 if n > 7 else None)
     got = search(q, c, k, precision=precision)
     assert got[0].shape == (5, min(k, n))
