@@ -13,9 +13,11 @@ same seeds and the report checks a checksum). Times are medians of
 ``--repeat`` (>= 5) runs after one warm-up run. Every contender's top-k
 distances are compared with quantlib's exact ones ("exact" column).
 
-A contender whose predicted run time exceeds ``--max-run-seconds`` (numpy at
-large Q) is timed on the first Q' queries and scaled by Q/Q' (the work is
-linear in Q); such rows are marked "~" and say which Q' was measured.
+A single-threaded numpy baseline (bitwise_count loop, int32 matmul) whose
+predicted run time exceeds ``--max-run-seconds`` is timed on the first Q'
+queries and scaled by Q/Q' (its work is linear in Q); such rows are marked
+"~" and say which Q' was measured. quantlib and the rival libraries are always
+timed on all Q queries.
 
 Ceilings (issue 3 / issue 4, this machine): corpus read at ``--bw`` GB/s
 (76, measured with 2 threads; used as is for 1 thread, so 1-thread
@@ -58,11 +60,16 @@ def measure(fn, args, repeat):
     return statistics.median(times), res
 
 
+# only these (single-threaded numpy loops, linear in Q) may be timed on a query prefix and scaled
+EXTRAPOLATABLE = {"numpy", "numpy int32 matmul"}
+
+
 def timed_rows(name, fn, queries, k, repeat, max_s, per_query_hint):
-    """Time fn on all queries, or on a prefix scaled linearly when it would take too long."""
+    """Time fn on all queries, or (numpy baselines only) on a prefix scaled
+    linearly when the full run would take too long."""
     nq = len(queries)
     est = per_query_hint * nq * (repeat + 1) if per_query_hint else 0.0
-    if est > max_s and nq > 1:
+    if name in EXTRAPOLATABLE and est > max_s and nq > 1:
         sub = max(1, int(max_s / (per_query_hint * (repeat + 1))))
         sub = min(sub, nq - 1)
         t, res = measure(fn, (queries[:sub], k), repeat)
