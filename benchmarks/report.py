@@ -165,9 +165,9 @@ def run_search_section(kind, data, table, a, log):
                 vals = np.asarray(res[0])
                 if name == "quantlib" and want is None:
                     want = vals
-                nref = len(vals)
+                nref = min(len(vals), len(want)) if want is not None else 0  # extrapolated rows: a prefix
                 exact = "yes" if want is not None and np.array_equal(
-                    np.rint(vals.astype(np.float64)).astype(np.int64), want[:nref].astype(np.int64)) else "NO"
+                    np.rint(vals[:nref].astype(np.float64)).astype(np.int64), want[:nref].astype(np.int64)) else "NO"
                 if kind == "hamming":
                     ceil = ceiling_hamming(n, width, nq, key[1], a)
                 else:
@@ -284,11 +284,11 @@ def render(sections, header, a):
                 best = min(rivals) if rivals else None
                 for r in sorted(group, key=lambda r: r["t"]):
                     t = r["t"]
-                    mark = f"~ (Q'={r['sub']})" if r["sub"] else ""
+                    mark = f" ~(Q'={r['sub']})" if r["sub"] else ""
                     ceil = r.get("ceiling")
                     pct = f"{100 * ceil / t:.0f} % ({_fmt_ms(ceil)})" if ceil else ""
                     lines.append(
-                        f"| {nq} | {r['threads']} | {r['name']} | {mark}{_fmt_ms(t)} | {_fmt_ms(t / nq)} | "
+                        f"| {nq} | {r['threads']} | {r['name']} | {_fmt_ms(t)}{mark} | {_fmt_ms(t / nq)} | "
                         f"{_ratio(base / t if base else None)} | {_ratio(best / t if best else None)} | "
                         f"{pct} | {r['exact']} |")
         lines += ["", targets.get(kind, "")]
