@@ -703,3 +703,50 @@ def test_merge_topk_int32_extremes():
     np.testing.assert_array_equal(mi, [[2, 1, 0, 3]])
     mv, mi = quantlib.merge_topk(v, i, 3, descending=False)
     np.testing.assert_array_equal(mi, [[0, 3, 1]])
+
+
+# ------------------------------------------------- sentence-transformers parity
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_rescore_matches_sentence_transformers(rng, precision):
+    """Scores and order equal sentence-transformers 6.2's rescoring step: float
+    query einsum dequantized (or unpacked) candidates, argsort(-scores)."""
+    stq = pytest.importorskip("sentence_transformers.util.quantization")
+    d, n = 77, 200  # not a multiple of 8: padding bits must be ignored
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    calib = rng.standard_normal((300, d)).astype(np.float32)
+    ranges = np.vstack((calib.min(0), calib.max(0)))
+    codes = stq.quantize_embeddings(x, precision, ranges=ranges if "int8" in precision else None)
+    q = rng.standard_normal((6, d)).astype(np.float32)
+    cand = rng.choice(n, (6, 20), replace=True)
+    if precision in ("int8", "uint8"):
+        rows = stq._dequantize_embeddings(codes[cand], precision, ranges)
+    else:
+        u = codes.view(np.uint8) ^ np.uint8(0x80) if precision == "binary" else codes
+        rows = np.unpackbits(u[cand], axis=-1)[..., :d]
+    want = np.einsum("ij,ikj->ik", q, rows).astype(np.float64)
+    got_s, got_i = rescore(q, codes, cand, precision=precision,
+                           ranges=ranges if "int8" in precision else None)
+    order = np.argsort(-want, axis=1, kind="stable")
+    ws = np.take_along_axis(want, order, 1)
+    # ST computes the einsum in float32 x float64 promotion; quantlib in float64
+    np.testing.assert_allclose(got_s, ws, rtol=1e-6, atol=1e-5 * np.abs(q).sum())
+    # same ranking wherever ST's scores are not near-tied
+    gap = np.diff(ws, axis=1)
+    clear = np.ones_like(ws, bool)
+    clear[:, 1:] &= gap < -1e-4
+    clear[:, :-1] &= gap < -1e-4
+    np.testing.assert_array_equal(got_i[clear], np.take_along_axis(cand, order, 1)[clear])
+
+
+def test_rescore_upstream_examples():
+    """The worked examples of the upstream test-suite (binary rescoring)."""
+    q = np.arange(1, 11, dtype=np.float32)  # 1..10 against an all-ones corpus of dim 10 -> 55
+    ones = quantlib.quantize_embeddings(np.ones((1, 10), np.float32), "ubinary")
+    s, i = rescore(q, ones, [0], precision="ubinary")
+    assert s.tolist() == [55.0] and i.tolist() == [0]
+    q = np.array([10.0] + [1.0] * 7)
+    corpus = quantlib.quantize_embeddings(np.array([[1.0] * 8, [-1.0] + [1.0] * 7]), "binary")
+    s, i = rescore(q, corpus, [1, 0], precision="binary")
+    assert i.tolist() == [0, 1] and s.tolist() == [17.0, 7.0]
