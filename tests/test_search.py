@@ -500,6 +500,13 @@ def test_memmap_no_copy(tmp_path, rng, monkeypatch, precision):
             assert np.shares_memory(a, mm), f"{name} got a copy of the memmapped corpus"
     keys = ref_hamming(q, data) if precision == "ubinary" else ref_dot(q, data)
     check_search(got, keys, 7, descending=precision != "ubinary")
+    # the all-pairs matrices scan the map in place too
+    rec.seen.clear()
+    if precision == "ubinary":
+        np.testing.assert_array_equal(hamming_distance(q, mm, threads=2), ref_hamming(q, data))
+    else:
+        np.testing.assert_array_equal(int8_dot(q, mm, threads=2), ref_dot(q, data))
+    assert rec.seen and all(any(np.shares_memory(a, mm) for a in arrs) for _, arrs in rec.seen)
     # rescore gathers candidate rows straight from the map as well
     rec.seen.clear()
     if precision == "int8":
