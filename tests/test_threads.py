@@ -92,11 +92,13 @@ def long_switch_interval():
         sys.setswitchinterval(old)
 
 
-def _progress_during(fn):
+def _progress_during(fn, min_seconds=0.2):
     """How many loop iterations a background Python thread completes while ``fn``
-    runs on this thread. The background loop gives the GIL away on every
-    iteration (sleep(0)), so this thread always gets it back promptly; the
-    background thread can only advance during ``fn`` if ``fn`` releases the GIL."""
+    runs (repeatedly, for at least ``min_seconds`` so faster kernels keep the
+    probe meaningful) on this thread. The background loop gives the GIL away on
+    every iteration (sleep(0)), so this thread always gets it back promptly; with
+    a 1 s switch interval the background thread can only advance while ``fn``
+    has released the GIL. The pass criterion is a count, not a time."""
     count = [0]
     stop = threading.Event()
     ready = threading.Event()
@@ -112,7 +114,10 @@ def _progress_during(fn):
     ready.wait()
     try:
         before = count[0]
+        t0 = time.perf_counter()
         fn()
+        while time.perf_counter() - t0 < min_seconds:
+            fn()
         after = count[0]
     finally:
         stop.set()
