@@ -41,6 +41,7 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     (threads, index segments, distributed shards) with the same tie rule as
     the kernels.
     """
+    k = check_k(k)  # a negative k would silently slice from the end
     values = np.asarray(values)
     ids = np.asarray(ids, dtype=np.int64)
     if values.shape != ids.shape or values.ndim != 2:
@@ -48,9 +49,12 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     kk = min(k, values.shape[1])
     if values.shape[1] == 0:
         return values[:, :0], ids[:, :0]
-    primary = -values if descending else values
-    if primary.dtype.kind in "iu":
-        primary = primary.astype(np.int64)
+    if values.dtype.kind in "iu":
+        # widen before negating: -INT32_MIN would wrap around in int32
+        primary = values.astype(np.int64)
+        primary = -primary if descending else primary
+    else:
+        primary = -values if descending else values
     order = np.lexsort((ids, primary), axis=-1)[:, :kk]
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
@@ -68,10 +72,11 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
         kq = min(k, ca.shape[0])
         vals = np.empty((qa.shape[0], kq), np.int32)
         idx = np.empty((qa.shape[0], kq), np.int64)
+        # pass the clamped k: a huge Python int k (> 2**64) must mean "all rows", not OverflowError
         if binary:
-            _core.hamming_topk(qa, ca, k, offset, vals, idx)
+            _core.hamming_topk(qa, ca, kq, offset, vals, idx)
         else:
-            _core.dot_topk(qa, ca, signed, k, offset, vals, idx)
+            _core.dot_topk(qa, ca, signed, kq, offset, vals, idx)
         return vals, idx
 
     work = nq * nc * width
@@ -100,6 +105,11 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int):
     for s in range(0, nc, _FLOAT_BLOCK):
         block = c[s : s + _FLOAT_BLOCK]
         scores = q @ block.T  # (nq, b) float32
+        if np.isnan(scores).any():
+            # NaN scores would break the >= threshold selection below
+            bad = s + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[:1].sum())
+            raise ValueError(f"corpus contains NaN or infinite values (e.g. row {bad}) "
+                             "giving NaN inner products")
         b = scores.shape[1]
         kb = min(kk, b)
         if kb < b:
@@ -193,9 +203,12 @@ def search(
             raise ValueError("queries contain NaN or infinite values")
         qf = contiguous(q2, np.float32)
         cf = contiguous(c, np.float32)
+        if not np.isfinite(qf).all():
+            raise ValueError("queries overflow float32 (values beyond ±3.4e38 become infinite)")
         nq, nc = qf.shape[0], cf.shape[0]
         if nq == 0 or nc == 0 or qf.shape[1] == 0:
-            vals = np.zeros((nq, min(k, nc)), np.float32) if qf.shape[1] == 0 else np.empty((nq, 0), np.float32)
+            # no queries, empty corpus, or d = 0 (every score 0: the lowest k indices)
+            vals = np.zeros((nq, min(k, nc)), np.float32)
             idx = np.broadcast_to(np.arange(vals.shape[1], dtype=np.int64), vals.shape).copy()
         else:
             vals, idx = _float_topk(qf, cf, k, t)
@@ -232,6 +245,13 @@ def _pairwise(a: Any, b: Any, threads: Optional[int], binary: bool, names=("a", 
         for arr, nm in ((x2, names[0]), (y2, names[1])):
             if arr.dtype not in (np.int8, np.uint8):
                 raise TypeError(f"{nm} must be packed binary codes (int8 or uint8), got dtype {arr.dtype}")
+        if x2.dtype != y2.dtype:
+            # binary (int8) = ubinary ^ 0x80 bytewise: undo the offset on the int8 side so a
+            # mix of binary and ubinary codes of the same embeddings gives the same distances
+            if x2.dtype == np.int8:
+                x2 = x2.view(np.uint8) ^ np.uint8(0x80)
+            else:
+                y2 = y2.view(np.uint8) ^ np.uint8(0x80)
         prec = "ubinary"
         signed = False
     else:
@@ -357,6 +377,8 @@ def rescore(
     ids : numpy.ndarray of int64, same shape
     """
     precision = check_precision(precision, ("int8", "uint8", "binary", "ubinary"))
+    if k is not None:
+        k = check_k(k)
     q = to_numpy(queries, "queries")
     q2, was_1d = as_2d(q, "queries")
     if q2.dtype.kind not in "fiu" or q2.dtype in (np.int8, np.uint8):
@@ -368,8 +390,12 @@ def rescore(
     cand = to_numpy(candidates, "candidates")
     if cand.ndim == 1:
         cand = cand[None, :]
-    if cand.ndim != 2 or cand.dtype.kind not in "iu":
+    if cand.dtype.kind not in "iu":
         raise TypeError(f"candidates must be a 2-D integer array (Q, m), got dtype {cand.dtype} shape {cand.shape}")
+    if cand.ndim != 2:
+        raise ValueError(f"candidates must be a 2-D integer array (Q, m) or 1-D (m,), got shape {cand.shape}")
+    if cand.dtype == np.uint64 and cand.size and cand.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"candidates must be in [0, {c.shape[0]}) or -1 for an empty slot; got max {cand.max()}")
     if cand.shape[0] != q2.shape[0]:
         raise ValueError(f"candidates has {cand.shape[0]} rows but there are {q2.shape[0]} queries")
     n = c.shape[0]
@@ -414,7 +440,7 @@ def rescore(
             kern(0, nq)
         if bias is not None:
             out += bias[:, None]  # -inf stays -inf
-    kk = m if k is None else min(check_k(k), m)
+    kk = m if k is None else min(k, m)
     # order: score descending, then id ascending; empty slots (-inf, id -1) last
     sort_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
     order = np.lexsort((sort_ids, -out), axis=-1)[:, :kk]
