@@ -117,7 +117,8 @@ class Index:
 
     @property
     def is_mmap(self) -> bool:
-        return isinstance(self._buf, np.memmap)
+        """True for an index opened with ``load_index(path, mmap=True)`` (read-only)."""
+        return self._readonly
 
     def _snapshot(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         with self._lock:
@@ -150,7 +151,7 @@ class Index:
         c, ids = self._snapshot()
         data = c.nbytes + (0 if ids is None else ids.nbytes)
         extra = 0 if self._ranges is None else self._ranges.nbytes
-        mapped = data if self.is_mmap else 0
+        mapped = data if isinstance(c, np.memmap) else 0
         return {"resident_bytes": data - mapped + extra, "mapped_bytes": mapped,
                 "disk_bytes": os.path.getsize(self._path) if self._path and os.path.exists(self._path) else None}
 
@@ -321,7 +322,7 @@ class Index:
         idx._idbuf = ids
         idx._n = h.count
         idx._path = os.path.abspath(path)
-        idx._readonly = isinstance(codes, np.memmap) or isinstance(ids, np.memmap)
+        idx._readonly = bool(mmap)  # also when empty (nothing is actually mapped then)
         return idx
 
 
