@@ -350,6 +350,13 @@ def load_index(path: Union[str, os.PathLike], mmap: bool = True, *, verify: bool
     FormatError
         The file is truncated, corrupted, of another format version, or not a
         quantlib index. (``OSError`` if it cannot be opened at all.)
+
+    Notes
+    -----
+    quantlib replaces files atomically, so saving over a path that is
+    currently mapped is safe (the mapping keeps the old contents). Truncating
+    a mapped file in place by other means is not: the OS then delivers
+    SIGBUS on access, as for any memory map.
     """
     path = os.fspath(path)
     h = F.read_header(path)

@@ -333,7 +333,10 @@ def semantic_search_usearch(
     upstream decides by the index dtype). ``corpus_index`` must be a
     :class:`quantlib.Index` (a usearch index raises ``TypeError``); ids are
     int64 (usearch keys are uint64). ``exact`` is accepted and ignored: the
-    search is always exact. See :func:`semantic_search` for the parameters.
+    search is always exact. The float32 (cosine) path normalises a copy of
+    the corpus on every call (O(N*d) extra work and memory); prefer
+    :func:`semantic_search` on pre-normalised embeddings for repeated
+    float32 searches. See :func:`semantic_search` for the parameters.
     """
     return _run("usearch", query_embeddings, corpus_embeddings, corpus_index, corpus_precision, top_k, ranges,
                 calibration_embeddings, rescore, rescore_multiplier, exact, output_index, None)

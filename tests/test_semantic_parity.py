@@ -397,3 +397,14 @@ def test_exact_false_falls_back_to_exact(data):
     a, _ = quantlib.semantic_search(q, codes["ubinary"], corpus_precision="ubinary", exact=False)
     b, _ = quantlib.semantic_search(q, codes["ubinary"], corpus_precision="ubinary", exact=True)
     assert a == b
+
+
+@pytest.mark.parametrize("name", ["semantic_search_faiss", "semantic_search_usearch"])
+def test_signature_matches_upstream(name):
+    import inspect
+
+    ours = inspect.signature(getattr(QL, name)).parameters
+    theirs = inspect.signature(getattr(st_q, name)).parameters
+    assert [(p.name, p.default, p.kind) for p in ours.values()] == \
+        [(p.name, p.default, p.kind) for p in theirs.values()]
+    assert getattr(quantlib, name) is getattr(QL, name)
