@@ -67,11 +67,15 @@ class RescorePipeline:
     rescore_codes : numpy.ndarray (np.memmap) of int8, shape (N, dim)
         int8 (or uint8) codes mapped from ``path``.
     path : str
+    ids : numpy.ndarray of int64, shape (N, 1), or None
+        Optional ids (memory-mapped like the int8 codes); None means the row
+        numbers are the ids.
     """
 
     def __init__(self, dim: int, ranges: np.ndarray, binary_codes: np.ndarray, rescore_codes: np.ndarray,
-                 path: Optional[str], rescore_precision: str = "int8"):
+                 path: Optional[str], rescore_precision: str = "int8", ids: Optional[np.ndarray] = None):
         self.dim = dim
+        self.ids = ids  # optional (N, 1) int64 (memmapped with the codes), None = row numbers
         self.ranges = ranges
         self.binary_codes = binary_codes
         self.rescore_codes = rescore_codes
@@ -89,7 +93,7 @@ class RescorePipeline:
     @classmethod
     def build(cls, embeddings: Any, path: Union[str, os.PathLike], ranges: Optional[Any] = None,
               calibration_embeddings: Optional[Any] = None, chunk_size: int = 65536,
-              progress: Progress = False, *, rescore_precision: str = "int8",
+              progress: Progress = False, *, ids: Optional[Any] = None, rescore_precision: str = "int8",
               threads: Optional[int] = None) -> "RescorePipeline":
         """Quantize ``embeddings`` chunk by chunk into a pipeline file at ``path``.
 
@@ -112,6 +116,9 @@ class RescorePipeline:
         progress : bool or callable
             True shows a tqdm progress bar (if tqdm is installed); a callable
             is called as ``progress(rows_done, rows_total)`` after each chunk.
+        ids : array_like of int, shape (N,), keyword-only, optional
+            int64 ids reported by :meth:`search` instead of row numbers
+            (stored in the file, memory-mapped on load).
         rescore_precision : {"int8", "uint8"}, keyword-only
         threads : int or None, keyword-only
 
@@ -132,6 +139,14 @@ class RescorePipeline:
         if d < 1:
             raise ValueError("embeddings must have at least one dimension")
         chunk_size = check_k(chunk_size, "chunk_size")
+        id_arr = None
+        if ids is not None:
+            id_arr = to_numpy(ids, "ids")
+            if id_arr.shape != (n,) or id_arr.dtype.kind not in "iu":
+                raise ValueError(f"ids must be a 1-D integer array of {n} ids, got {id_arr.dtype} {id_arr.shape}")
+            if id_arr.dtype == np.uint64 and n and id_arr.max() > np.iinfo(np.int64).max:
+                raise ValueError("ids must fit in int64")
+            id_arr = id_arr.astype(np.int64).reshape(n, 1)
         if ranges is not None:
             r = _coerce_ranges(to_numpy(ranges, "ranges"), d)
         elif calibration_embeddings is not None:
@@ -157,12 +172,14 @@ class RescorePipeline:
                 if cb is not None:
                     cb(min(n, s + len(block)), n)
 
-        header = F.Header(F.KIND_PIPELINE, "ubinary", d, n, F.FLAG_RANGES)
+        header = F.Header(F.KIND_PIPELINE, "ubinary", d, n, F.FLAG_RANGES | (F.FLAG_IDS if id_arr is not None else 0))
         sections = [
             (F.SectionInfo(F.SEC_RANGES, np.float32, 2, d), r),
             (F.SectionInfo(F.SEC_RESCORE, code_dtype, n, d), chunks()),  # streamed first: fills `binary`
             (F.SectionInfo(F.SEC_CODES, np.uint8, n, width), binary),
         ]
+        if id_arr is not None:
+            sections.append((F.SectionInfo(F.SEC_IDS, np.int64, n, 1), id_arr))
         try:
             F.write_file(path, header, sections)
         finally:
@@ -193,7 +210,10 @@ class RescorePipeline:
         rescore_codes = F.read_section(path, sec, mmap=mmap, verify=verify)
         prec = "int8" if sec.dtype == np.int8 else "uint8"
         binary = binary.view(np.uint8) if h.precision == "ubinary" else (binary.view(np.uint8) ^ np.uint8(0x80))
-        return cls(h.dim, ranges, binary, rescore_codes, os.path.abspath(path), prec)
+        ids = None
+        if h.flags & F.FLAG_IDS:
+            ids = F.read_section(path, h.sections[F.SEC_IDS], mmap=mmap, verify=verify)
+        return cls(h.dim, ranges, binary, rescore_codes, os.path.abspath(path), prec, ids)
 
     def save(self, path: Union[str, os.PathLike]) -> int:
         """Write a copy of this pipeline to ``path`` atomically (streams the
@@ -205,12 +225,15 @@ class RescorePipeline:
             for s in range(0, n, step):
                 yield np.asarray(self.rescore_codes[s: s + step])
 
-        header = F.Header(F.KIND_PIPELINE, "ubinary", self.dim, n, F.FLAG_RANGES)
+        flags = F.FLAG_RANGES | (F.FLAG_IDS if self.ids is not None else 0)
+        header = F.Header(F.KIND_PIPELINE, "ubinary", self.dim, n, flags)
         sections = [
             (F.SectionInfo(F.SEC_RANGES, np.float32, 2, self.dim), self.ranges),
             (F.SectionInfo(F.SEC_RESCORE, self.rescore_codes.dtype, n, d), chunks()),
             (F.SectionInfo(F.SEC_CODES, np.uint8, n, self.binary_codes.shape[1]), self.binary_codes),
         ]
+        if self.ids is not None:
+            sections.append((F.SectionInfo(F.SEC_IDS, np.int64, n, 1), np.asarray(self.ids)))
         if self.path is not None and os.path.exists(path) and os.path.samefile(path, self.path):
             raise ValueError("cannot save a pipeline over its own memory-mapped file; choose another path")
         return F.write_file(path, header, sections)
@@ -220,12 +243,13 @@ class RescorePipeline:
 
         ``resident_bytes``: arrays held in process memory (the binary codes
         and the ranges, plus the int8 codes if they were loaded with
-        ``mmap=False``). ``mapped_bytes``: the int8 codes mapped from disk
-        (paged in on demand, only the candidate rows are touched).
+        ``mmap=False``). ``mapped_bytes``: the int8 codes (and ids) mapped
+        from disk (paged in on demand, only the candidate rows are touched).
         ``disk_bytes``: the file size.
         """
-        mapped = self.rescore_codes.nbytes if isinstance(self.rescore_codes, np.memmap) else 0
-        resident = self.binary_codes.nbytes + self.ranges.nbytes + (self.rescore_codes.nbytes - mapped)
+        arrays = [self.rescore_codes] + ([self.ids] if self.ids is not None else [])
+        mapped = sum(a.nbytes for a in arrays if isinstance(a, np.memmap))
+        resident = self.binary_codes.nbytes + self.ranges.nbytes + sum(a.nbytes for a in arrays) - mapped
         disk = os.path.getsize(self.path) if self.path and os.path.exists(self.path) else None
         return {"resident_bytes": int(resident), "mapped_bytes": int(mapped), "disk_bytes": disk,
                 "binary_bytes": int(self.binary_codes.nbytes), "rescore_bytes": int(self.rescore_codes.nbytes)}
@@ -247,7 +271,8 @@ class RescorePipeline:
         scores : numpy.ndarray of float64, shape (Q, min(top_k, N))
             ``query . dequantize(int8 code)``, descending; ties to the lower id.
         ids : numpy.ndarray of int64
-            Row numbers of the hits. 1-D queries give 1-D results.
+            Row numbers of the hits (or the ids given to :meth:`build`).
+            1-D queries give 1-D results.
         """
         top_k = check_k(top_k, "top_k")
         rescore_multiplier = check_k(rescore_multiplier, "rescore_multiplier")
@@ -267,6 +292,8 @@ class RescorePipeline:
                               threads=threads)
             scores, ids = _rescore(q2, self.rescore_codes, cand, precision=self.rescore_precision,
                                    ranges=self.ranges, k=top_k, threads=threads)
+            if self.ids is not None:  # fancy indexing a memmap touches only the hit pages
+                ids = np.asarray(self.ids).reshape(-1)[ids]
         if was_1d:
             return scores[0], ids[0]
         return scores, ids

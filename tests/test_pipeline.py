@@ -163,3 +163,23 @@ def test_pipeline_concurrent_search(float_memmap, tmp_path):
     for s, i in out:
         np.testing.assert_array_equal(s, want[0])
         np.testing.assert_array_equal(i, want[1])
+
+
+def test_pipeline_ids(float_memmap, tmp_path):
+    x, _ = float_memmap
+    ids = np.random.default_rng(5).permutation(10 ** 9)[: len(x)].astype(np.int64)
+    path = tmp_path / "ids.qlx"
+    p = RescorePipeline.build(x, path, ids=ids, chunk_size=500)
+    plain = RescorePipeline.build(x, tmp_path / "plain.qlx", chunk_size=500)
+    q = np.random.default_rng(6).standard_normal((4, x.shape[1])).astype(np.float32)
+    s0, i0 = plain.search(q)
+    for mmap in (True, False):
+        j = load_index(path, mmap=mmap)
+        s1, i1 = j.search(q)
+        np.testing.assert_array_equal(i1, ids[i0])
+        np.testing.assert_array_equal(s1, s0)
+        assert isinstance(j.ids, np.memmap) == mmap
+    p.save(tmp_path / "copy.qlx")
+    np.testing.assert_array_equal(load_index(tmp_path / "copy.qlx").search(q)[1], ids[i0])
+    with pytest.raises(ValueError, match="ids"):
+        RescorePipeline.build(x, tmp_path / "bad.qlx", ids=ids[:5])
