@@ -54,7 +54,7 @@ def make(precision, n=300, d=37, seed=0):
 def test_search_matches_brute_force(precision, with_ids):
     x, ranges = make(precision)
     idx = Index(x.shape[1], precision, ranges)
-    ids = np.random.default_rng(1).permutation(10 ** 6)[: len(x)] if with_ids else None
+    ids = np.random.default_rng(1).permutation(len(x)) * 7919 + 10 ** 12 if with_ids else None
     idx.add(x[:100], ids=None if ids is None else ids[:100])
     idx.add(x[100:], ids=None if ids is None else ids[100:])
     codes = quantlib.quantize_embeddings(x, precision, ranges=ranges)

@@ -167,7 +167,7 @@ def test_pipeline_concurrent_search(float_memmap, tmp_path):
 
 def test_pipeline_ids(float_memmap, tmp_path):
     x, _ = float_memmap
-    ids = np.random.default_rng(5).permutation(10 ** 9)[: len(x)].astype(np.int64)
+    ids = np.random.default_rng(5).permutation(len(x)).astype(np.int64) * 7919 + 10 ** 12  # distinct, not row numbers
     path = tmp_path / "ids.qlx"
     p = RescorePipeline.build(x, path, ids=ids, chunk_size=500)
     plain = RescorePipeline.build(x, tmp_path / "plain.qlx", chunk_size=500)
