@@ -50,7 +50,7 @@ import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, Sequence, Union
 
 import numpy as np
 
