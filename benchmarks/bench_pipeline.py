@@ -199,7 +199,8 @@ def _print_summary() -> None:
     lines = [
         "",
         f"quantlib {quantlib.__version__} | isa {quantlib.get_isa()} | threads {_threads()} | "
-        f"python {platform.python_version()} | numpy {np.__version__} | cpu {platform.processor() or platform.machine()}",
+        f"python {platform.python_version()} | numpy {np.__version__} | "
+        f"cpu {platform.processor() or platform.machine()} | load avg {os.getloadavg()[0]:.1f}",
         f"N={N} D={D} top_k={TOP_K} rescore_multiplier={MULT}",
     ]
     if meta:
