@@ -21,6 +21,10 @@ from .quantization import (  # noqa: E402
     quantize_embeddings,
 )
 from .search import hamming_distance, int8_dot, merge_topk, rescore, search  # noqa: E402
+from ._format import FormatError  # noqa: E402
+from .index import Index, load_index  # noqa: E402
+from .pipeline import RescorePipeline  # noqa: E402
+from .semantic import semantic_search, semantic_search_faiss, semantic_search_usearch  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -37,4 +41,11 @@ __all__ = [
     "quantize_embeddings",
     "set_isa",
     "show_config",
+    "FormatError",
+    "Index",
+    "load_index",
+    "RescorePipeline",
+    "semantic_search",
+    "semantic_search_faiss",
+    "semantic_search_usearch",
 ]

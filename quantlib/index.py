@@ -1,0 +1,367 @@
+"""Persistent exact indexes over quantized (or float32) embeddings.
+
+One class, :class:`Index`, covers every precision:
+
+==========  ==================  =================================  ===========================
+precision   stored codes        ``search`` values                  float input quantized with
+==========  ==================  =================================  ===========================
+binary      int8 packed bits    int32 Hamming distance, ascending  sign (``x > 0``)
+ubinary     uint8 packed bits   int32 Hamming distance, ascending  sign (``x > 0``)
+int8        int8 scalar codes   int32 code dot product, descending the index's ``ranges``
+uint8       uint8 scalar codes  int32 code dot product, descending the index's ``ranges``
+float32     float32             float32 inner product, descending  (cast to float32)
+==========  ==================  =================================  ===========================
+
+Thread safety
+-------------
+Any number of threads may call :meth:`Index.search` at once (the kernels are
+reentrant and release the GIL). :meth:`Index.add` is also safe while other
+threads search: a short internal lock publishes the new rows, and every
+search works on the snapshot of the rows present when it started (growing the
+buffer allocates a new one; old snapshots keep the old buffer alive). Two
+``add`` calls are serialised. A memory-mapped index (``load_index(...,
+mmap=True)``) is read-only: ``add`` raises ``ValueError``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _format as F
+from ._format import FormatError
+from ._validate import as_2d, check_k, check_precision, to_numpy
+from .quantization import _coerce_ranges, quantize_embeddings
+from .search import search as _search
+
+__all__ = ["Index", "load_index", "FormatError"]
+
+_CODE_DTYPE = {"float32": np.dtype(np.float32), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8),
+               "binary": np.dtype(np.int8), "ubinary": np.dtype(np.uint8)}
+_SIBLING = {np.dtype(np.int8): np.dtype(np.uint8), np.dtype(np.uint8): np.dtype(np.int8)}
+
+
+def _width(precision: str, dim: int) -> int:
+    return (dim + 7) // 8 if precision in ("binary", "ubinary") else dim
+
+
+def _to_dtype(codes: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """int8 <-> uint8 codes of the same family differ by an XOR with 0x80 on
+    every byte (int8 = uint8 - 128 for both scalar and packed-bit codes)."""
+    if codes.dtype == dtype:
+        return codes
+    return (codes.view(np.uint8) ^ np.uint8(0x80)).view(dtype)
+
+
+class Index:
+    """Exact top-k index over embeddings stored at one precision.
+
+    Parameters
+    ----------
+    dim : int
+        Embedding dimension (number of bits for binary/ubinary; the codes
+        then have ``ceil(dim / 8)`` bytes).
+    precision : {"ubinary", "binary", "int8", "uint8", "float32"}
+    ranges : array_like, shape (2, dim), optional
+        int8/uint8 only: the calibration ranges (row 0 minimum, row 1
+        maximum) used to quantize float input to :meth:`add` and float
+        queries to :meth:`search`. Without ranges an int8/uint8 index only
+        accepts codes. Stored in the saved file.
+
+    Notes
+    -----
+    Ids are int64. ``add`` without ``ids`` assigns the row positions
+    (0, 1, 2, ...); ids need not be unique. See the module docstring for
+    thread safety.
+    """
+
+    def __init__(self, dim: int, precision: str = "ubinary", ranges: Optional[Any] = None):
+        precision = check_precision(precision, name="precision")
+        dim = check_k(dim, "dim")
+        self._precision = precision
+        self._dim = dim
+        self._width = _width(precision, dim)
+        self._dtype = _CODE_DTYPE[precision]
+        if ranges is not None:
+            if precision not in ("int8", "uint8"):
+                raise ValueError(f"ranges only apply to int8/uint8 indexes, not {precision!r}")
+            ranges = _coerce_ranges(to_numpy(ranges, "ranges"), dim).copy()
+            ranges.setflags(write=False)
+        self._ranges = ranges
+        self._buf = np.empty((0, self._width), self._dtype)
+        self._idbuf: Optional[np.ndarray] = None
+        self._n = 0
+        self._lock = threading.Lock()
+        self._readonly = False
+        self._path: Optional[str] = None
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def precision(self) -> str:
+        return self._precision
+
+    @property
+    def width(self) -> int:
+        """Bytes (binary) or components (scalar / float) per stored vector."""
+        return self._width
+
+    @property
+    def ranges(self) -> Optional[np.ndarray]:
+        return self._ranges
+
+    @property
+    def is_mmap(self) -> bool:
+        """True for an index opened with ``load_index(path, mmap=True)`` (read-only)."""
+        return self._readonly
+
+    def _snapshot(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        with self._lock:
+            n = self._n
+            return self._buf[:n], (None if self._idbuf is None else self._idbuf[:n])
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The stored codes, shape (len, width) (a read-only view)."""
+        c, _ = self._snapshot()
+        v = c.view()
+        v.setflags(write=False)
+        return v
+
+    @property
+    def ids(self) -> np.ndarray:
+        """int64 id of every stored row."""
+        _, ids = self._snapshot()
+        return np.arange(len(self), dtype=np.int64) if ids is None else ids.reshape(-1).copy()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        where = f", mmap={self._path!r}" if self.is_mmap else ""
+        return f"quantlib.Index(dim={self._dim}, precision={self._precision!r}, len={self._n}{where})"
+
+    def memory_usage(self) -> dict:
+        """Bytes of codes/ids/ranges held in RAM vs mapped from disk."""
+        c, ids = self._snapshot()
+        data = c.nbytes + (0 if ids is None else ids.nbytes)
+        extra = 0 if self._ranges is None else self._ranges.nbytes
+        mapped = data if isinstance(c, np.memmap) else 0
+        return {"resident_bytes": data - mapped + extra, "mapped_bytes": mapped,
+                "disk_bytes": os.path.getsize(self._path) if self._path and os.path.exists(self._path) else None}
+
+    # ------------------------------------------------------------ input
+    def _as_codes(self, x: Any, name: str, threads: Optional[int]) -> Tuple[np.ndarray, bool]:
+        """Float input -> codes of this index (quantized), codes -> as they are."""
+        arr = to_numpy(x, name)
+        arr2, was_1d = as_2d(arr, name)
+        p = self._precision
+        if p == "float32":
+            if arr2.dtype.kind not in "fiu" or arr2.dtype in (np.int8, np.uint8):
+                raise TypeError(f"{name} must be float embeddings for a float32 index, got dtype {arr2.dtype}")
+            out = np.ascontiguousarray(arr2, dtype=np.float32)
+            width = out.shape[1]
+        elif arr2.dtype in (np.int8, np.uint8):
+            out = _to_dtype(arr2, self._dtype)
+            width = out.shape[1]
+        else:
+            if arr2.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must be float embeddings or {self._dtype} codes, got dtype {arr2.dtype}")
+            if p in ("int8", "uint8"):
+                if self._ranges is None:
+                    raise ValueError(
+                        f"this {p} index has no ranges, so float {name} cannot be quantized: create it with "
+                        f"Index(dim, {p!r}, ranges=...) or pass {p} codes")
+                if arr2.shape[1] != self._dim:
+                    raise ValueError(f"{name} have {arr2.shape[1]} dims but the index has {self._dim}")
+                out = quantize_embeddings(arr2, p, ranges=self._ranges, threads=threads)
+            else:
+                if (arr2.shape[1] + 7) // 8 != self._width:
+                    raise ValueError(f"{name} have {arr2.shape[1]} dims ({(arr2.shape[1] + 7) // 8} bytes packed) "
+                                     f"but the index stores {self._width}-byte codes ({self._dim} dims)")
+                out = quantize_embeddings(arr2, p, threads=threads)
+            width = out.shape[1]
+        if width != self._width:
+            what = "bytes" if p in ("binary", "ubinary") else "dims"
+            raise ValueError(f"{name} have {width} {what} per vector but the index has {self._width}")
+        return out, was_1d
+
+    # ------------------------------------------------------------ mutation
+    def add(self, x: Any, ids: Optional[Any] = None, *, threads: Optional[int] = None) -> None:
+        """Append vectors.
+
+        Parameters
+        ----------
+        x : array_like, shape (m, dim) or (dim,)
+            Float embeddings (quantized with this index's precision and
+            ranges) or codes of the index's precision, taken as they are
+            (for int8/uint8 and binary/ubinary the other signedness is also
+            accepted and converted exactly with an XOR of 0x80).
+        ids : array_like of int, shape (m,), optional
+            int64 ids returned by :meth:`search`; default: row positions.
+        """
+        if self._readonly:
+            raise ValueError("this index is memory-mapped read-only; load it with load_index(path, mmap=False) "
+                             "to add vectors")
+        codes, _ = self._as_codes(x, "x", threads)
+        m = codes.shape[0]
+        new_ids = None
+        if ids is not None:
+            a = to_numpy(ids, "ids")
+            if a.ndim != 1 or a.shape[0] != m:
+                raise ValueError(f"ids must be a 1-D array of {m} ints, got shape {a.shape}")
+            if a.dtype.kind not in "iu" and not (a.size == 0):
+                raise TypeError(f"ids must be integers, got dtype {a.dtype}")
+            if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+                raise ValueError("ids must fit in int64")
+            new_ids = a.astype(np.int64)
+        if m == 0:
+            return
+        with self._lock:
+            n = self._n
+            need = n + m
+            if need > self._buf.shape[0]:
+                cap = max(need, 2 * self._buf.shape[0], 1024)
+                buf = np.empty((cap, self._width), self._dtype)
+                buf[:n] = self._buf[:n]
+                if self._idbuf is not None:
+                    ib = np.empty((cap, 1), np.int64)
+                    ib[:n] = self._idbuf[:n]
+                    self._idbuf = ib
+                self._buf = buf
+            if new_ids is not None and self._idbuf is None:
+                ib = np.empty((self._buf.shape[0], 1), np.int64)
+                ib[:n, 0] = np.arange(n)
+                self._idbuf = ib
+            self._buf[n:need] = codes
+            if self._idbuf is not None:
+                self._idbuf[n:need, 0] = np.arange(n, need) if new_ids is None else new_ids
+            self._n = need  # publish last: searches snapshot [:n]
+
+    @classmethod
+    def _wrap(cls, codes: np.ndarray, precision: str, dim: int, ranges: Optional[np.ndarray]) -> "Index":
+        """Adopt a C-contiguous code array without copying (capacity == len,
+        so a later add reallocates and never writes into the caller's array)."""
+        idx = cls(dim, precision, ranges)
+        c = np.ascontiguousarray(_to_dtype(codes, idx._dtype) if codes.dtype != idx._dtype and
+                                 codes.dtype in _SIBLING else codes, dtype=idx._dtype)
+        if c.ndim != 2 or c.shape[1] != idx._width:
+            raise ValueError(f"codes must have shape (n, {idx._width}), got {c.shape}")
+        idx._buf = c
+        idx._n = c.shape[0]
+        return idx
+
+    # ------------------------------------------------------------ search
+    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact top-k.
+
+        Parameters
+        ----------
+        queries : array_like, shape (Q, dim) or (dim,)
+            Float embeddings (quantized like :meth:`add` does) or codes.
+        k : int
+            ``k > len(self)`` returns ``len(self)`` columns (no padding).
+
+        Returns
+        -------
+        values : numpy.ndarray, shape (Q, min(k, len))
+            See the table in the module docstring.
+        ids : numpy.ndarray of int64
+            The ids of the hits (row positions unless ids were given).
+            1-D queries give 1-D results.
+        """
+        k = check_k(k)
+        q, was_1d = self._as_codes(queries, "queries", threads)
+        vals, pos, ids = self._search_codes(q, k, threads)
+        out = pos if ids is None else ids.reshape(-1)[pos]
+        if was_1d:
+            return vals[0], out[0]
+        return vals, out
+
+    def _search_codes(self, q: np.ndarray, k: int, threads: Optional[int]):
+        """(values, row positions, id array or None) for prepared 2-D codes."""
+        codes, ids = self._snapshot()
+        if codes.shape[0] == 0:
+            vdt = np.float32 if self._precision == "float32" else np.int32
+            return np.empty((q.shape[0], 0), vdt), np.empty((q.shape[0], 0), np.int64), ids
+        vals, pos = _search(q, codes, k, precision=self._precision, threads=threads)
+        return vals, pos, ids
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: Union[str, os.PathLike]) -> int:
+        """Write the index to ``path`` atomically (see :mod:`quantlib._format`).
+        Returns the file size in bytes."""
+        codes, ids = self._snapshot()
+        flags = (F.FLAG_IDS if ids is not None else 0) | (F.FLAG_RANGES if self._ranges is not None else 0)
+        header = F.Header(F.KIND_INDEX, self._precision, self._dim, codes.shape[0], flags)
+        sections = [(F.SectionInfo(F.SEC_CODES, self._dtype, codes.shape[0], self._width), codes)]
+        if ids is not None:
+            sections.append((F.SectionInfo(F.SEC_IDS, np.int64, codes.shape[0], 1), ids))
+        if self._ranges is not None:
+            sections.append((F.SectionInfo(F.SEC_RANGES, np.float32, 2, self._dim), self._ranges))
+        return F.write_file(path, header, sections)
+
+    @classmethod
+    def _from_file(cls, path: str, h: F.Header, mmap: bool, verify: bool) -> "Index":
+        ranges = None
+        if h.flags & F.FLAG_RANGES:
+            ranges = F.read_section(path, h.sections[F.SEC_RANGES], mmap=False, verify=True)
+            if not np.isfinite(ranges).all():
+                raise FormatError(f"{path}: stored ranges are not finite")
+        codes = F.read_section(path, h.sections[F.SEC_CODES], mmap=mmap, verify=verify)
+        ids = None
+        if h.flags & F.FLAG_IDS:
+            ids = F.read_section(path, h.sections[F.SEC_IDS], mmap=mmap, verify=verify)
+        idx = cls(h.dim, h.precision, ranges)
+        idx._buf = codes
+        idx._idbuf = ids
+        idx._n = h.count
+        idx._path = os.path.abspath(path)
+        idx._readonly = bool(mmap)  # also when empty (nothing is actually mapped then)
+        return idx
+
+
+def load_index(path: Union[str, os.PathLike], mmap: bool = True, *, verify: bool = False):
+    """Open a file written by :meth:`Index.save` or :meth:`RescorePipeline.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    mmap : bool
+        True (default): the codes are memory-mapped read-only and searched in
+        place (the OS pages them in on demand; nothing is copied into the
+        process heap). False: the codes are read into memory and their
+        checksums verified; the index can then be extended with ``add``.
+    verify : bool
+        Also verify the checksums of memory-mapped sections (reads them
+        once through the page cache).
+
+    Returns
+    -------
+    Index or RescorePipeline
+
+    Raises
+    ------
+    FormatError
+        The file is truncated, corrupted, of another format version, or not a
+        quantlib index. (``OSError`` if it cannot be opened at all.)
+
+    Notes
+    -----
+    quantlib replaces files atomically, so saving over a path that is
+    currently mapped is safe (the mapping keeps the old contents). Truncating
+    a mapped file in place by other means is not: the OS then delivers
+    SIGBUS on access, as for any memory map.
+    """
+    path = os.fspath(path)
+    h = F.read_header(path)
+    if h.file_kind == F.KIND_PIPELINE:
+        from .pipeline import RescorePipeline
+
+        return RescorePipeline._from_file(path, h, mmap, verify)
+    return Index._from_file(path, h, mmap, verify)
