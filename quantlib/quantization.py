@@ -396,6 +396,13 @@ def _nd_self_calibrated(x: np.ndarray, precision: str) -> np.ndarray:
     meaningless; pass ``ranges`` for N-D input)."""
     if x.dtype.kind == "f" and np.isnan(x).any():
         _raise_nan(x, "embeddings")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        # upstream: a numpy reduction ValueError (n == 0) or an IndexError on
+        # the empty "ranges" (axis 1 empty); quantlib raises ValueError for both
+        raise ValueError(
+            f"Cannot compute {precision} quantization ranges from empty embeddings of shape "
+            f"{x.shape}. Call `quantize_embeddings` with `ranges` or `calibration_embeddings`."
+        )
     ranges = _self_ranges_nd(x, precision).astype(np.float32, copy=False)
     starts = ranges[0, :]
     steps = (ranges[1, :] - starts) / 255
