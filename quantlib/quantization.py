@@ -31,14 +31,29 @@ def _is_torch_tensor(x: Any) -> bool:
     return t.__module__.split(".")[0] == "torch" and hasattr(x, "detach") and hasattr(x, "numpy")
 
 
-def _tensor_to_numpy(t: Any) -> np.ndarray:
+def _tensor_to_numpy(t: Any, name: str = "embeddings") -> np.ndarray:
     """bfloat16 is upcast to float32 (numpy has no bfloat16); the tensor is
-    detached and copied to host memory first, like sentence-transformers."""
+    detached and copied to host memory first, like sentence-transformers.
+    Tensors that cannot be copied to host memory (the ``meta`` device, sparse
+    layouts, ...) raise TypeError naming the argument."""
     import torch  # only reached with a tensor, so torch is installed
 
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.detach().cpu().numpy()
+    if t.device.type == "meta":
+        raise TypeError(f"{name} is a torch tensor on the 'meta' device, which holds no data")
+    try:
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.detach().cpu().numpy()
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        raise TypeError(
+            f"{name}: cannot copy a torch tensor (dtype {t.dtype}, device {t.device}, layout "
+            f"{t.layout}) to a numpy array: {exc}"
+        ) from None
+
+
+def _array_arg(x: Any, name: str) -> np.ndarray:
+    """numpy array for an argument that may be a torch tensor."""
+    return _tensor_to_numpy(x, name) if _is_torch_tensor(x) else np.asarray(x)
 
 
 def _check_real(x: np.ndarray, name: str) -> None:
@@ -199,7 +214,7 @@ def _steps(ranges32: np.ndarray) -> tuple:
 
 
 def _coerce_ranges(ranges: Any, d: int) -> np.ndarray:
-    r = np.asarray(ranges)
+    r = _array_arg(ranges, "ranges")
     if r.dtype.kind not in "fiu":
         raise TypeError(f"ranges must be a real numeric array of shape (2, {d}), got dtype {r.dtype}")
     r = r.astype(np.float32, copy=False)
@@ -432,7 +447,7 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
     """
     if precision not in ("int8", "uint8"):
         raise ValueError(f"precision must be 'int8' or 'uint8', got {precision!r}")
-    c = np.asarray(codes)
+    c = _array_arg(codes, "codes")
     want = np.int8 if precision == "int8" else np.uint8
     if c.dtype != want:
         raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")

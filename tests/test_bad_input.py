@@ -21,3 +21,23 @@ def test_nd_self_calibration_of_empty_input_is_valueerror():
             quantlib.quantize_embeddings(np.ones(shape, np.float32), "int8")
     out = quantlib.quantize_embeddings(np.ones((2, 3, 0), np.float32), "int8")
     assert out.shape == (2, 3, 0) and out.dtype == np.int8
+
+
+def test_torch_tensor_arguments_are_converted_or_refused_clearly():
+    torch = pytest.importorskip("torch")
+    # fuzz finding: requires_grad tensors as codes / ranges raised RuntimeError
+    r = torch.tensor([[0.0, 0.0], [1.0, 2.0]], requires_grad=True)
+    codes = torch.tensor([[1, 2]], dtype=torch.int8)
+    want = quantlib.dequantize_embeddings(codes.numpy(), "int8", r.detach().numpy())
+    np.testing.assert_array_equal(quantlib.dequantize_embeddings(codes, "int8", r), want)
+    x = np.ones((2, 2), np.float32)
+    np.testing.assert_array_equal(quantlib.quantize_embeddings(x, "uint8", ranges=r),
+                                  quantlib.quantize_embeddings(x, "uint8", ranges=r.detach().numpy()))
+    # audit finding: a tensor with no host copy raised NotImplementedError
+    meta = torch.empty(3, 4, device="meta")
+    for call in (lambda: quantlib.quantize_embeddings(meta, "binary"),
+                 lambda: quantlib.calibration_ranges(meta)):
+        with pytest.raises(TypeError, match="embeddings.*meta"):
+            call()
+    with pytest.raises(TypeError, match="ranges.*meta"):
+        quantlib.quantize_embeddings(x, "uint8", ranges=torch.empty(2, 2, device="meta"))
