@@ -185,9 +185,26 @@ def _ranges_from(calibration: Any, precision: str) -> np.ndarray:
     _check_real(c, "calibration_embeddings")
     if c.ndim == 2 and c.shape[0] > 0:
         return calibration_ranges(c)
+    if c.ndim == 0 or c.shape[0] == 0:
+        # upstream: numpy's "zero-size array to reduction operation" ValueError / AxisError
+        raise ValueError(
+            f"calibration_embeddings must contain at least one row to compute ranges, got shape {c.shape}")
     if c.dtype.kind == "f" and c.size and np.isnan(c).any():
         _raise_nan(c, "calibration embeddings")
     return np.vstack((np.min(c, axis=0), np.max(c, axis=0)))
+
+
+def _check_computed_ranges(ranges: np.ndarray, d: int, source: str) -> None:
+    """Name the argument the ranges were computed from when they cannot be used."""
+    r = np.asarray(ranges)
+    if r.ndim == 2 and r.shape[0] == 2 and r.shape[1] not in (d, 1):
+        raise ValueError(
+            f"{source} have {r.shape[1]} dims but embeddings have {d}; "
+            "both must come from the same embedding model")
+    if r.dtype.kind == "f" and r.size and not np.isfinite(r).all():
+        raise ValueError(
+            f"{source} contain infinite values, so the int8/uint8 ranges computed from them are not "
+            "finite; pass finite `ranges` (or calibration_embeddings without inf)")
 
 
 def _self_ranges(x: np.ndarray, precision: str) -> np.ndarray:
@@ -393,8 +410,10 @@ def quantize_embeddings(
                 if embeddings.ndim > 2:
                     return _nd_self_calibrated(embeddings, precision)
                 ranges = _self_ranges(embeddings, precision)
+                _check_computed_ranges(ranges, d, "embeddings")
             else:
                 ranges = _ranges_from(calibration_embeddings, precision)
+                _check_computed_ranges(ranges, d, "calibration_embeddings")
         ranges32 = _coerce_ranges(ranges, d)
         out = _scalar_quantize(embeddings, ranges32, 0x80 if precision == "int8" else 0, threads)
         return out.view(np.int8) if precision == "int8" else out
@@ -451,6 +470,8 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
     want = np.int8 if precision == "int8" else np.uint8
     if c.dtype != want:
         raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")
+    if c.ndim == 0:
+        raise ValueError("codes must have at least one dimension (..., d), got a 0-d array")
     r = _coerce_ranges(ranges, c.shape[-1])
     starts, steps = _steps(r)
     v = c.astype(np.float64)

@@ -41,3 +41,20 @@ def test_torch_tensor_arguments_are_converted_or_refused_clearly():
             call()
     with pytest.raises(TypeError, match="ranges.*meta"):
         quantlib.quantize_embeddings(x, "uint8", ranges=torch.empty(2, 2, device="meta"))
+
+
+def test_calibration_errors_name_the_argument_they_come_from():
+    # audit finding: errors said "ranges ..." or numpy's "zero-size array ..."
+    x = np.random.default_rng(0).standard_normal((6, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="calibration_embeddings have 8 dims but embeddings have 16"):
+        quantlib.quantize_embeddings(x, "int8", calibration_embeddings=x[:, :8])
+    with pytest.raises(ValueError, match="calibration_embeddings must contain at least one row"):
+        quantlib.quantize_embeddings(x, "int8", calibration_embeddings=x[:0])
+    bad = np.vstack([x, np.full(16, np.inf, np.float32)])
+    with pytest.raises(ValueError, match="calibration_embeddings contain infinite values"):
+        quantlib.quantize_embeddings(x, "int8", calibration_embeddings=bad)
+    with pytest.raises(ValueError, match="embeddings contain infinite values"):
+        quantlib.quantize_embeddings(bad, "uint8")
+    # audit finding: 0-d codes raised IndexError
+    with pytest.raises(ValueError, match="codes must have at least one dimension"):
+        quantlib.dequantize_embeddings(np.int8(3), "int8", quantlib.calibration_ranges(x))
