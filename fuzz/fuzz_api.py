@@ -278,7 +278,8 @@ def op_search(fdp):
     if fdp.ConsumeIntInRange(0, 15) == 0:
         qshape = shape_of(fdp, fdp.PickValueInList([0, 3]), 5)
     c = array(fdp, (n, w), cdt, exact=True)
-    q = array(fdp, qshape, qdt, exact=fdp.ConsumeIntInRange(0, 7) > 0)
+    q_exact = fdp.ConsumeIntInRange(0, 7) > 0
+    q = array(fdp, qshape, qdt, exact=q_exact)
     k = pick_k(fdp, n)
     threads = pick_threads(fdp)
     kw = {"threads": threads}
@@ -298,6 +299,16 @@ def op_search(fdp):
         if not np.isfinite(cn.astype(np.float64)).all():
             return  # corpus NaN/inf: see docs/bad_input.md (not validated; order undefined)
         scores = q2.astype(np.float64) @ cn.astype(np.float64).T
+        if not q_exact:
+            # float32 rounding (and overflow to inf) makes exact parity with a
+            # float64 oracle meaningless: check shape, ids and ordering only
+            kk = min(int(k), cn.shape[0])
+            v2, i2 = (vals[None], idx[None]) if qn.ndim == 1 else (vals, idx)
+            check(v2.shape == (q2.shape[0], kk) and i2.shape == v2.shape, f"float32 shape {v2.shape}")
+            check(((i2 >= 0) & (i2 < cn.shape[0])).all(), "float32 ids out of range")
+            check(all(len(set(r)) == len(r) for r in i2.tolist()), "float32 duplicate ids")
+            check(np.all(np.diff(v2.astype(np.float64), axis=1) <= 0), "float32 scores not descending")
+            return
         want_v, want_i = ref_topk(scores, int(k), descending=True)
     elif prec in ("binary", "ubinary"):
         check(vals.dtype == np.int32, f"hamming dtype {vals.dtype}")
@@ -442,9 +453,9 @@ def op_merge(fdp):
             vn.dtype.kind == "i" and vn.size and (vn == np.iinfo(vn.dtype).min).any())):
         return  # known bug 1 (fuzz/README.md): -values wraps before the int64 cast
     kk = min(int(k), m)
-    prim = -vn.astype(np.float64) if desc else vn.astype(np.float64)
+    exact = int if vn.dtype.kind in "iu" else float  # no float64 rounding of int64 values
     for r in range(nq):
-        order = np.lexsort((ids[r], prim[r]))[:kk]
+        order = sorted(range(m), key=lambda j: ((-1 if desc else 1) * exact(vn[r, j]), int(ids[r, j])))[:kk]
         check(np.array_equal(i[r], ids[r][order]), "merge_topk ids differ")
         check(np.array_equal(v[r], vn[r][order]), "merge_topk values differ")
 
@@ -498,10 +509,27 @@ def TestOneInput(data: bytes) -> None:
     op = fdp.PickValueInList(OPS)
     try:
         op(fdp)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, Bug):
-            raise
-        raise Bug(f"validation error escaped the harness (harness bug): {exc!r}") from exc
+    except BaseException as exc:
+        _save(data, exc)
+        if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, Bug):
+            raise Bug(f"validation error escaped the harness (harness bug): {exc!r}") from exc
+        raise
+
+
+def _save(data: bytes, exc: BaseException) -> None:
+    """Keep the input even if the process then dies before libFuzzer writes
+    its own artifact (seen once: SIGALRM during exit with pool threads)."""
+    out = os.environ.get("QL_FUZZ_ARTIFACTS")
+    if not out:
+        return
+    import hashlib
+
+    os.makedirs(out, exist_ok=True)
+    name = os.path.join(out, "finding-" + hashlib.sha1(data).hexdigest())
+    with open(name, "wb") as f:
+        f.write(data)
+    with open(name + ".txt", "w") as f:
+        f.write(f"{type(exc).__name__}: {exc}\n")
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ if [[ $ASAN == 1 ]]; then
     ASAN_DIR="${QL_ASAN_DIR:-/tmp/quantlib-asan}"
     ls "$ASAN_DIR"/quantlib/_core*.so >/dev/null 2>&1 \
         || { echo "fuzz/run.sh: no ASan build in $ASAN_DIR; run tools/sanitize.sh first" >&2; exit 2; }
-    ENVV=(QUANTLIB_ROOT="$ASAN_DIR" LD_PRELOAD="$(${CC:-gcc} -print-file-name=libasan.so)"
+    ENVV=(QUANTLIB_ROOT="$ASAN_DIR" LD_PRELOAD="$(${CC:-gcc} -print-file-name=libasan.so) $(${CC:-gcc} -print-file-name=libstdc++.so)"
           ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
           UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
 else
@@ -47,7 +47,7 @@ for target in "$HERE"/fuzz_*.py; do
     log="$wdir/fuzz.log"
     echo "== fuzzing $name for ${SECONDS_PER_TARGET}s (log $log)"
     set +e
-    env "${ENVV[@]}" "$PY" "$target" "$wdir/corpus" \
+    env "${ENVV[@]}" QL_FUZZ_ARTIFACTS="$wdir/artifacts" "$PY" "$target" "$wdir/corpus" \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=6144 \
         -artifact_prefix="$wdir/artifacts/" -print_final_stats=1 ${QL_FUZZ_FLAGS:-} \
         > "$log" 2>&1
@@ -58,6 +58,7 @@ for target in "$HERE"/fuzz_*.py; do
     if [[ $rc -ne 0 ]]; then
         status=1
         echo "!! $name: FINDING (exit $rc), artifacts in $wdir/artifacts:"
+        ls -l "$wdir/artifacts"
         grep -vE '^INFO: Instrumenting' "$log" | tail -40
     else
         echo "   $name: clean, ${runs:-?}"

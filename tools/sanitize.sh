@@ -37,6 +37,10 @@ done
 PY="${PYTHON:-python}"
 CC_BIN="${CC:-gcc}"
 LIBASAN="$("$CC_BIN" -print-file-name=libasan.so)"
+# libstdc++ is preloaded too: otherwise ASan's __cxa_throw interceptor finds no
+# real __cxa_throw (libstdc++ is loaded later, by torch) and the first C++
+# exception thrown by torch aborts the process (CHECK failed in CheckUnwind).
+LIBSTDCXX="$("$CC_BIN" -print-file-name=libstdc++.so)"
 if [[ ! -e "$LIBASAN" ]]; then
     echo "sanitize.sh: $CC_BIN has no libasan.so ($LIBASAN); install libasan (gcc) first" >&2
     exit 2
@@ -70,7 +74,7 @@ LOG="$DST/pytest.log"
 echo "== pytest under ASan+UBSan (log: $LOG)"
 set +e
 (cd "$DST" && \
-    LD_PRELOAD="$LIBASAN" \
+    LD_PRELOAD="$LIBASAN $LIBSTDCXX" \
     ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1" \
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
     PYTHONFAULTHANDLER=1 \
