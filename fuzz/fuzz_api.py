@@ -299,6 +299,8 @@ def op_search(fdp):
         if not np.isfinite(cn.astype(np.float64)).all():
             return  # corpus NaN/inf: see docs/bad_input.md (not validated; order undefined)
         scores = q2.astype(np.float64) @ cn.astype(np.float64).T
+        if KNOWN_BUGS and q2.shape[0] == 0 and np.shape(vals)[-2:] == (0, 0):
+            return  # known bug 3 (fuzz/README.md): float32 search with 0 queries gives (0, 0)
         if not q_exact:
             # float32 rounding (and overflow to inf) makes exact parity with a
             # float64 oracle meaningless: check shape, ids and ordering only

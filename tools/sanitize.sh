@@ -50,11 +50,18 @@ start=$(date +%s)
 [[ "${QL_ASAN_CLEAN:-0}" == 1 ]] && rm -rf "$DST"
 mkdir -p "$DST"
 # copy the tree (no rsync dependency); keep DST/build for incremental rebuilds
+# (the generated _core.c and the built .so are kept aside, so an unchanged
+# tree is not recompiled: the copy keeps the sources' mtimes)
+KEEP="$DST.keep"
+rm -rf "$KEEP"; mkdir -p "$KEEP"
+cp -p "$DST"/quantlib/_core.c "$DST"/quantlib/_core*.so "$KEEP"/ 2>/dev/null || true
 find "$DST" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 tar -C "$SRC" -cf - \
     --exclude ./.git --exclude ./build --exclude '*.so' --exclude ./quantlib/_core.c \
     --exclude .pytest_cache --exclude .hypothesis --exclude __pycache__ \
     --exclude '*.egg-info' . | tar -C "$DST" -xf -
+cp -p "$KEEP"/* "$DST"/quantlib/ 2>/dev/null || true
+rm -rf "$KEEP"
 
 echo "== sanitizer build in $DST"
 (cd "$DST" && CC="$CC_BIN" QUANTLIB_SANITIZE=1 "$PY" setup.py build_ext --inplace -q) \
