@@ -6,7 +6,9 @@
 #   fuzz/run.sh 3600        # a longer local campaign
 #   fuzz/run.sh 60 --asan   # against the ASan+UBSan build made by
 #                           # tools/sanitize.sh (in $QL_ASAN_DIR, default
-#                           # /tmp/quantlib-asan); run that script first
+#                           # /tmp/quantlib-asan); run that script first.
+#                           # Coverage-blind (see below): replays and mutates
+#                           # $QL_FUZZ_CORPUS (default: the work corpus)
 #
 # The seed corpus in the repo is never modified: new inputs go to a work
 # directory ($QL_FUZZ_WORK, default /tmp/quantlib-fuzz/<target>), crashes /
@@ -47,10 +49,20 @@ for target in "$HERE"/fuzz_*.py; do
     log="$wdir/fuzz.log"
     echo "== fuzzing $name for ${SECONDS_PER_TARGET}s (log $log)"
     set +e
-    env "${ENVV[@]}" QL_FUZZ_ARTIFACTS="$wdir/artifacts" "$PY" "$target" "$wdir/corpus" \
-        -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=6144 \
-        -artifact_prefix="$wdir/artifacts/" -print_final_stats=1 ${QL_FUZZ_FLAGS:-} \
-        > "$log" 2>&1
+    if [[ $ASAN == 1 ]]; then
+        # gcc's libasan takes over libFuzzer's coverage hooks (atheris warns
+        # "Coverage symbols are being provided by a library other than
+        # libFuzzer"), so coverage guidance is gone: replay + mutate the corpus
+        # grown by a normal run ($QL_FUZZ_CORPUS, default the seeds) instead.
+        src="${QL_FUZZ_CORPUS:-$wdir/corpus}"
+        env "${ENVV[@]}" QL_FUZZ_ARTIFACTS="$wdir/artifacts" timeout -s KILL $((SECONDS_PER_TARGET + 600)) \
+            "$PY" "$target" --random "$SECONDS_PER_TARGET" "$src" > "$log" 2>&1
+    else
+        env "${ENVV[@]}" QL_FUZZ_ARTIFACTS="$wdir/artifacts" "$PY" "$target" "$wdir/corpus" \
+            -max_total_time="$SECONDS_PER_TARGET" -timeout=30 -rss_limit_mb=6144 \
+            -artifact_prefix="$wdir/artifacts/" -print_final_stats=1 ${QL_FUZZ_FLAGS:-} \
+            > "$log" 2>&1
+    fi
     rc=$?
     set -e
     runs="$(grep -Eo 'Done [0-9]+ runs' "$log" | tail -1 || true)"
