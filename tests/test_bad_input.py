@@ -439,6 +439,9 @@ case(F, "NaN in queries", lambda: rs(with_nan(X), B, CAND, precision="binary"), 
 case(F, "-inf in queries", lambda: rs(with_inf(X, -np.inf), I8, CAND, precision="int8", ranges=R),
      Raises(ValueError, "queries contain NaN or infinite"))
 case(F, "int8 queries", lambda: rs(I8, B, CAND, precision="binary"), Raises(TypeError, "queries must be float embeddings"))
+case(F, "huge finite queries (float64 overflow)", lambda: rs(np.full((6, 16), 1e308), B, CAND, precision="binary"),
+     Raises(ValueError, "queries"), xfail="reported: the float64 sums overflow to inf/NaN and are returned silently "
+     "(NaN ranks last, -inf like an empty slot)")
 case(F, "float32 codes", lambda: rs(X, X, CAND, precision="int8", ranges=R), Raises(TypeError, "codes must have dtype int8"))
 case(F, "1-D codes", lambda: rs(X, B[0], CAND, precision="binary"), Raises(ValueError, "codes must be 2-D"))
 case(F, "0-d queries", lambda: rs(np.float32(1), B, CAND, precision="binary"), Raises(ValueError, "queries must be 1-D"))
