@@ -68,6 +68,11 @@ echo "== sanitizer build in $DST"
     > "$DST/build.log" 2>&1 || { cat "$DST/build.log"; exit 1; }
 syms="$(nm -D "$DST"/quantlib/_core*.so)"
 grep -q __asan_init <<<"$syms" || { echo "sanitize.sh: the extension is not instrumented" >&2; exit 1; }
+# the tests must import the instrumented copy, not an installed quantlib
+# (e.g. a `pip install -e .` of the source tree): check before running them
+got="$(cd "$DST" && LD_PRELOAD="$LIBASAN $LIBSTDCXX" ASAN_OPTIONS=detect_leaks=0 \
+      "$PY" -c 'import quantlib._core as c; print(c.__file__)')"
+[[ "$got" == "$DST"/* ]] || { echo "sanitize.sh: tests would import $got, not the ASan build in $DST" >&2; exit 1; }
 built=$(date +%s)
 
 ARGS=(-q -p no:cacheprovider)
