@@ -7,10 +7,10 @@ past the 2**31-byte mark; every other row is zero.  Hamming search, int8
 search, the all-pairs kernels and rescoring must find / score exactly the
 planted rows, with one kernel call over the whole corpus (threads=1: row *
 width overflows 32 bits inside the C kernels) and with the threaded split +
-merge (threads=2).
+merge (threads=2), on every kernel level this CPU has (the ``isa`` fixture).
 
-Runtime ~25-30 s on 2 shared cores (mostly warming 4.4 GB of page cache; each
-2.2 GB scan takes ~0.25 s), so it stays in the default run, marked ``slow``
+Runtime 15-30 s on 2 shared cores (mostly warming 4.4 GB of page cache; each
+2.2 GB scan takes 0.07-0.4 s depending on the level), so it stays in the default run, marked ``slow``
 (``-m "not slow"`` deselects it).  Needs ~5 GB of free page cache; set
 QUANTLIB_SKIP_LARGE=1 to skip it on a smaller machine.
 """
@@ -102,7 +102,7 @@ def _ham(a: np.ndarray, b: np.ndarray) -> int:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_hamming_search_over_2gb(binary_corpus, threads):
+def test_hamming_search_over_2gb(binary_corpus, threads, isa):
     q, planted, mm = binary_corpus
     t0 = time.perf_counter()
     dist, ids = quantlib.search(q, mm, 5, precision="binary", threads=threads)
@@ -113,10 +113,10 @@ def test_hamming_search_over_2gb(binary_corpus, threads):
     assert dist[:4].tolist() == [0, 1, 2, 3]
     # the fifth is the first all-zero row (ties go to the lower index)
     assert ids[4] == 0 and dist[4] == zero
-    print(f"hamming search {N}x{W}B threads={threads}: {el:.2f} s")
+    print(f"hamming search {N}x{W}B {isa} threads={threads}: {el:.2f} s")
 
 
-def test_hamming_ubinary_and_cdist_over_2gb(binary_corpus):
+def test_hamming_ubinary_and_cdist_over_2gb(binary_corpus, isa):
     q, planted, mm = binary_corpus
     u = mm.view(np.uint8)
     dist, ids = quantlib.search(q.view(np.uint8), u, 2, precision="ubinary", threads=1)
@@ -131,7 +131,7 @@ def test_hamming_ubinary_and_cdist_over_2gb(binary_corpus):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_int8_search_over_2gb(int8_corpus, threads):
+def test_int8_search_over_2gb(int8_corpus, threads, isa):
     q, planted, mm = int8_corpus
     t0 = time.perf_counter()
     scores, ids = quantlib.search(q, mm, 4, precision="int8", threads=threads)
@@ -142,10 +142,10 @@ def test_int8_search_over_2gb(int8_corpus, threads):
     assert ids[:3].tolist() == want
     assert scores[:3].tolist() == [dots[r] for r in want]
     assert ids[3] == 0 and scores[3] == 0                   # first zero row
-    print(f"int8 search {N}x{W} threads={threads}: {el:.2f} s")
+    print(f"int8 search {N}x{W} {isa} threads={threads}: {el:.2f} s")
 
 
-def test_int8_dot_cdist_over_2gb(int8_corpus):
+def test_int8_dot_cdist_over_2gb(int8_corpus, isa):
     q, planted, mm = int8_corpus
     d = quantlib.int8_dot(q, mm, threads=1)
     assert d.shape == (N,)
@@ -154,7 +154,7 @@ def test_int8_dot_cdist_over_2gb(int8_corpus):
     assert d[BOUNDARY] == 0 and d[N - 1] == 0
 
 
-def test_rescore_rows_past_2gb(int8_corpus, binary_corpus):
+def test_rescore_rows_past_2gb(int8_corpus, binary_corpus, isa):
     # int8 codes: dequantize the candidate rows and dot them with float queries
     qi, planted, mm = int8_corpus
     ranges = np.vstack([np.full(W, -1.0), np.full(W, 1.0)]).astype(np.float32)
