@@ -59,6 +59,15 @@ cdef int _check(int rc) except -1:
     raise RuntimeError(f"quantlib: kernel returned status {rc}")
 
 
+cdef int _need(bint ok, str what) except -1:
+    """O(1) buffer-shape guard: the kernels trust these sizes, so a mismatch
+    from a caller would read or write out of bounds (found with ASan by
+    passing a too-small output to hamming_topk)."""
+    if not ok:
+        raise ValueError(f"quantlib._core: {what}")
+    return 0
+
+
 # ---- dispatch -----------------------------------------------------------
 def isa_names():
     """Names of every level known to the dispatcher, in table order."""
@@ -105,6 +114,7 @@ def set_isa(str name):
 # ---- quantization -------------------------------------------------------
 def pack_sign_f32(const float[:, ::1] x, uint8_t[:, ::1] out, int xor_mask):
     cdef size_t n = x.shape[0], d = x.shape[1]
+    _need(out.shape[0] == x.shape[0] and out.shape[1] == <Py_ssize_t>((d + 7) // 8), "out must be (n, ceil(d/8))")
     if n == 0 or d == 0:
         return
     with nogil:
@@ -113,6 +123,7 @@ def pack_sign_f32(const float[:, ::1] x, uint8_t[:, ::1] out, int xor_mask):
 
 def pack_sign_f64(const double[:, ::1] x, uint8_t[:, ::1] out, int xor_mask):
     cdef size_t n = x.shape[0], d = x.shape[1]
+    _need(out.shape[0] == x.shape[0] and out.shape[1] == <Py_ssize_t>((d + 7) // 8), "out must be (n, ceil(d/8))")
     if n == 0 or d == 0:
         return
     with nogil:
@@ -123,6 +134,8 @@ def quantize_f32(const float[:, ::1] x, const float[::1] start, const float[::1]
                  uint8_t[:, ::1] out, int xor_mask):
     """Returns the number of NaN inputs."""
     cdef size_t n = x.shape[0], d = x.shape[1], nans = 0
+    _need(out.shape[0] == x.shape[0] and out.shape[1] == x.shape[1] and start.shape[0] == x.shape[1]
+          and step.shape[0] == x.shape[1], "out must be (n, d) and start/step (d,)")
     if n == 0 or d == 0:
         return 0
     with nogil:
@@ -133,6 +146,8 @@ def quantize_f32(const float[:, ::1] x, const float[::1] start, const float[::1]
 def quantize_f64(const double[:, ::1] x, const double[::1] start, const double[::1] step,
                  uint8_t[:, ::1] out, int xor_mask):
     cdef size_t n = x.shape[0], d = x.shape[1], nans = 0
+    _need(out.shape[0] == x.shape[0] and out.shape[1] == x.shape[1] and start.shape[0] == x.shape[1]
+          and step.shape[0] == x.shape[1], "out must be (n, d) and start/step (d,)")
     if n == 0 or d == 0:
         return 0
     with nogil:
@@ -143,6 +158,7 @@ def quantize_f64(const double[:, ::1] x, const double[::1] start, const double[:
 def minmax_f32(const float[:, ::1] x, float[::1] mn, float[::1] mx):
     """Update mn/mx in place with the column min/max of x; returns the NaN count."""
     cdef size_t n = x.shape[0], d = x.shape[1], nans = 0
+    _need(mn.shape[0] == x.shape[1] and mx.shape[0] == x.shape[1], "mn/mx must be (d,)")
     if n == 0 or d == 0:
         return 0
     with nogil:
@@ -152,6 +168,7 @@ def minmax_f32(const float[:, ::1] x, float[::1] mn, float[::1] mx):
 
 def minmax_f64(const double[:, ::1] x, double[::1] mn, double[::1] mx):
     cdef size_t n = x.shape[0], d = x.shape[1], nans = 0
+    _need(mn.shape[0] == x.shape[1] and mx.shape[0] == x.shape[1], "mn/mx must be (d,)")
     if n == 0 or d == 0:
         return 0
     with nogil:
@@ -162,6 +179,8 @@ def minmax_f64(const double[:, ::1] x, double[::1] mn, double[::1] mx):
 # ---- Hamming ------------------------------------------------------------
 def hamming_matrix(const uint8_t[:, ::1] a, const uint8_t[:, ::1] b, int32_t[:, ::1] out):
     cdef size_t na = a.shape[0], nb = b.shape[0], nbytes = a.shape[1]
+    _need(b.shape[1] == a.shape[1], "a and b must have the same width")
+    _need(out.shape[0] == a.shape[0] and out.shape[1] >= b.shape[0], "out must be (na, >= nb)")
     if na == 0 or nb == 0 or nbytes == 0:
         return
     with nogil:
@@ -172,6 +191,10 @@ def hamming_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, size_t k, int
                  int32_t[:, ::1] out_dist, int64_t[:, ::1] out_ids):
     cdef size_t nq = q.shape[0], nc = c.shape[0], nbytes = q.shape[1]
     cdef int rc = 0
+    _need(c.shape[1] == q.shape[1], "q and c must have the same width")
+    _need(out_dist.shape[0] == q.shape[0] and <size_t>out_dist.shape[1] == min(k, nc)
+          and out_ids.shape[0] == q.shape[0] and out_ids.shape[1] == out_dist.shape[1],
+          "out_dist / out_ids must be (nq, min(k, nc))")
     if nq == 0 or nc == 0 or k == 0:
         return
     with nogil:
@@ -184,6 +207,8 @@ def hamming_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, size_t k, int
 def dot_matrix(const uint8_t[:, ::1] a, const uint8_t[:, ::1] b, bint is_signed,
                int32_t[:, ::1] out):
     cdef size_t na = a.shape[0], nb = b.shape[0], d = a.shape[1]
+    _need(b.shape[1] == a.shape[1], "a and b must have the same width")
+    _need(out.shape[0] == a.shape[0] and out.shape[1] >= b.shape[0], "out must be (na, >= nb)")
     if na == 0 or nb == 0 or d == 0:
         return
     with nogil:
@@ -194,6 +219,10 @@ def dot_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, bint is_signed, s
              int64_t id_offset, int32_t[:, ::1] out_score, int64_t[:, ::1] out_ids):
     cdef size_t nq = q.shape[0], nc = c.shape[0], d = q.shape[1]
     cdef int rc = 0
+    _need(c.shape[1] == q.shape[1], "q and c must have the same width")
+    _need(out_score.shape[0] == q.shape[0] and <size_t>out_score.shape[1] == min(k, nc)
+          and out_ids.shape[0] == q.shape[0] and out_ids.shape[1] == out_score.shape[1],
+          "out_score / out_ids must be (nq, min(k, nc))")
     if nq == 0 or nc == 0 or k == 0:
         return
     with nogil:
@@ -203,13 +232,31 @@ def dot_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, bint is_signed, s
 
 
 # ---- rescoring ----------------------------------------------------------
+cdef int _check_ids(const int64_t[:, ::1] ids, Py_ssize_t n) except -1:
+    """Every id < n (negative ids are empty slots): O(nq * m), against
+    O(nq * m * d) for the rescoring itself."""
+    cdef Py_ssize_t i, t
+    cdef int64_t bad = -1
+    with nogil:
+        for i in range(ids.shape[0]):
+            for t in range(ids.shape[1]):
+                if ids[i, t] >= n:
+                    bad = ids[i, t]
+    if bad >= 0:
+        raise ValueError(f"quantlib._core: candidate id {bad} out of range for {n} code rows")
+    return 0
+
 def rescore_codes(const double[:, ::1] w, const uint8_t[:, ::1] codes, bint is_signed,
                   const int64_t[:, ::1] ids, double[:, ::1] out):
     """out[i, t] = w[i] . codes[ids[i, t]] (ids must be < len(codes); <0 -> -inf)."""
     cdef size_t nq = w.shape[0], d = w.shape[1], m = ids.shape[1]
     cdef size_t ld = codes.shape[1]
+    _need(ids.shape[0] == w.shape[0] and out.shape[0] == w.shape[0] and out.shape[1] == ids.shape[1],
+          "ids and out must be (nq, m)")
+    _need(codes.shape[1] >= w.shape[1], "codes must have at least d columns")
     if nq == 0 or m == 0:
         return
+    _check_ids(ids, codes.shape[0])
     cdef const uint8_t *cp = &codes[0, 0] if codes.shape[0] > 0 else NULL
     with nogil:
         ql_rescore_codes(&w[0, 0], nq, d, cp, ld, is_signed, &ids[0, 0], m, &out[0, 0])
@@ -219,8 +266,12 @@ def rescore_bits(const double[:, ::1] q, const uint8_t[:, ::1] codes, int xor_ma
                  const int64_t[:, ::1] ids, double[:, ::1] out):
     cdef size_t nq = q.shape[0], d = q.shape[1], m = ids.shape[1]
     cdef size_t ld = codes.shape[1]
+    _need(ids.shape[0] == q.shape[0] and out.shape[0] == q.shape[0] and out.shape[1] == ids.shape[1],
+          "ids and out must be (nq, m)")
+    _need(codes.shape[1] * 8 >= q.shape[1], "codes must have at least ceil(d/8) bytes per row")
     if nq == 0 or m == 0:
         return
+    _check_ids(ids, codes.shape[0])
     cdef const uint8_t *cp = &codes[0, 0] if codes.shape[0] > 0 else NULL
     with nogil:
         ql_rescore_bits(&q[0, 0], nq, d, cp, ld, <uint8_t>xor_mask, &ids[0, 0], m, &out[0, 0])

@@ -31,14 +31,29 @@ def _is_torch_tensor(x: Any) -> bool:
     return t.__module__.split(".")[0] == "torch" and hasattr(x, "detach") and hasattr(x, "numpy")
 
 
-def _tensor_to_numpy(t: Any) -> np.ndarray:
+def _tensor_to_numpy(t: Any, name: str = "embeddings") -> np.ndarray:
     """bfloat16 is upcast to float32 (numpy has no bfloat16); the tensor is
-    detached and copied to host memory first, like sentence-transformers."""
+    detached and copied to host memory first, like sentence-transformers.
+    Tensors that cannot be copied to host memory (the ``meta`` device, sparse
+    layouts, ...) raise TypeError naming the argument."""
     import torch  # only reached with a tensor, so torch is installed
 
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.detach().cpu().numpy()
+    if t.device.type == "meta":
+        raise TypeError(f"{name} is a torch tensor on the 'meta' device, which holds no data")
+    try:
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.detach().cpu().numpy()
+    except (RuntimeError, NotImplementedError, TypeError) as exc:
+        raise TypeError(
+            f"{name}: cannot copy a torch tensor (dtype {t.dtype}, device {t.device}, layout "
+            f"{t.layout}) to a numpy array: {exc}"
+        ) from None
+
+
+def _array_arg(x: Any, name: str) -> np.ndarray:
+    """numpy array for an argument that may be a torch tensor."""
+    return _tensor_to_numpy(x, name) if _is_torch_tensor(x) else np.asarray(x)
 
 
 def _check_real(x: np.ndarray, name: str) -> None:
@@ -170,9 +185,26 @@ def _ranges_from(calibration: Any, precision: str) -> np.ndarray:
     _check_real(c, "calibration_embeddings")
     if c.ndim == 2 and c.shape[0] > 0:
         return calibration_ranges(c)
+    if c.ndim == 0 or c.shape[0] == 0:
+        # upstream: numpy's "zero-size array to reduction operation" ValueError / AxisError
+        raise ValueError(
+            f"calibration_embeddings must contain at least one row to compute ranges, got shape {c.shape}")
     if c.dtype.kind == "f" and c.size and np.isnan(c).any():
         _raise_nan(c, "calibration embeddings")
     return np.vstack((np.min(c, axis=0), np.max(c, axis=0)))
+
+
+def _check_computed_ranges(ranges: np.ndarray, d: int, source: str) -> None:
+    """Name the argument the ranges were computed from when they cannot be used."""
+    r = np.asarray(ranges)
+    if r.ndim == 2 and r.shape[0] == 2 and r.shape[1] not in (d, 1):
+        raise ValueError(
+            f"{source} have {r.shape[1]} dims but embeddings have {d}; "
+            "both must come from the same embedding model")
+    if r.dtype.kind == "f" and r.size and not np.isfinite(r).all():
+        raise ValueError(
+            f"{source} contain infinite values, so the int8/uint8 ranges computed from them are not "
+            "finite; pass finite `ranges` (or calibration_embeddings without inf)")
 
 
 def _self_ranges(x: np.ndarray, precision: str) -> np.ndarray:
@@ -199,7 +231,7 @@ def _steps(ranges32: np.ndarray) -> tuple:
 
 
 def _coerce_ranges(ranges: Any, d: int) -> np.ndarray:
-    r = np.asarray(ranges)
+    r = _array_arg(ranges, "ranges")
     if r.dtype.kind not in "fiu":
         raise TypeError(f"ranges must be a real numeric array of shape (2, {d}), got dtype {r.dtype}")
     r = r.astype(np.float32, copy=False)
@@ -378,8 +410,10 @@ def quantize_embeddings(
                 if embeddings.ndim > 2:
                     return _nd_self_calibrated(embeddings, precision)
                 ranges = _self_ranges(embeddings, precision)
+                _check_computed_ranges(ranges, d, "embeddings")
             else:
                 ranges = _ranges_from(calibration_embeddings, precision)
+                _check_computed_ranges(ranges, d, "calibration_embeddings")
         ranges32 = _coerce_ranges(ranges, d)
         out = _scalar_quantize(embeddings, ranges32, 0x80 if precision == "int8" else 0, threads)
         return out.view(np.int8) if precision == "int8" else out
@@ -396,6 +430,13 @@ def _nd_self_calibrated(x: np.ndarray, precision: str) -> np.ndarray:
     meaningless; pass ``ranges`` for N-D input)."""
     if x.dtype.kind == "f" and np.isnan(x).any():
         _raise_nan(x, "embeddings")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        # upstream: a numpy reduction ValueError (n == 0) or an IndexError on
+        # the empty "ranges" (axis 1 empty); quantlib raises ValueError for both
+        raise ValueError(
+            f"Cannot compute {precision} quantization ranges from empty embeddings of shape "
+            f"{x.shape}. Call `quantize_embeddings` with `ranges` or `calibration_embeddings`."
+        )
     ranges = _self_ranges_nd(x, precision).astype(np.float32, copy=False)
     starts = ranges[0, :]
     steps = (ranges[1, :] - starts) / 255
@@ -425,10 +466,12 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
     """
     if precision not in ("int8", "uint8"):
         raise ValueError(f"precision must be 'int8' or 'uint8', got {precision!r}")
-    c = np.asarray(codes)
+    c = _array_arg(codes, "codes")
     want = np.int8 if precision == "int8" else np.uint8
     if c.dtype != want:
         raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")
+    if c.ndim == 0:
+        raise ValueError("codes must have at least one dimension (..., d), got a 0-d array")
     r = _coerce_ranges(ranges, c.shape[-1])
     starts, steps = _steps(r)
     v = c.astype(np.float64)
