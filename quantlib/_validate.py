@@ -27,9 +27,15 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
     if t.__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
         import torch
 
-        if x.dtype == torch.bfloat16:
-            x = x.float()
-        return x.detach().cpu().numpy()
+        try:
+            if x.dtype == torch.bfloat16:
+                x = x.float()
+            return x.detach().cpu().numpy()
+        except (NotImplementedError, RuntimeError, TypeError) as exc:
+            raise TypeError(
+                f"{name}: cannot copy this torch tensor (device {getattr(x, 'device', '?')}, "
+                f"layout {getattr(x, 'layout', '?')}) to a host numpy array: {exc}"
+            ) from None
     if x is None or isinstance(x, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be a numpy array (or array-like), got {t.__name__}")
     try:

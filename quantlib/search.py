@@ -43,7 +43,12 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     """
     k = check_k(k)  # a negative k would silently slice from the end
     values = np.asarray(values)
-    ids = np.asarray(ids, dtype=np.int64)
+    if ids is None:
+        raise TypeError("ids must be an integer array, got None")
+    try:
+        ids = np.asarray(ids, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"ids must be an integer array: {exc}") from None
     if values.shape != ids.shape or values.ndim != 2:
         raise ValueError(f"values and ids must be 2-D arrays of one shape, got {values.shape} and {ids.shape}")
     kk = min(k, values.shape[1])
@@ -440,6 +445,9 @@ def rescore(
             kern(0, nq)
         if bias is not None:
             out += bias[:, None]  # -inf stays -inf
+        if not np.isfinite(out[ids >= 0]).all():
+            raise ValueError("queries are too large: the float64 rescoring sums overflowed to inf/NaN; "
+                             "scale the query embeddings down")
     kk = m if k is None else min(k, m)
     # order: score descending, then id ascending; empty slots (-inf, id -1) last
     sort_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
