@@ -52,3 +52,15 @@ copy_tests() {
     cp -r "$REPO/tests" "$1/tests"
     find "$1/tests" -name __pycache__ -prune -exec rm -rf {} +
 }
+
+# st_ignores TESTS_PARENT_DIR: --ignore flags for test modules that import sentence_transformers or
+# torch at module level (those venvs install only numpy, pytest, hypothesis). Prints one flag per line.
+st_ignores() {
+    local f
+    for f in "$1"/tests/test_*.py; do
+        [ -e "$f" ] || continue
+        if grep -Eq '^\s*(import|from)\s+(sentence_transformers|torch)\b' "$f"; then
+            printf -- '--ignore=tests/%s\n' "$(basename "$f")"
+        fi
+    done
+}

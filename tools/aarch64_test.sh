@@ -88,6 +88,7 @@ RUN=("${QA[@]}" -E "PYTHONPATH=$SRC:$SITE")
 WORK=$A/work
 copy_tests "$WORK"; cp "$REPO/tools/isa_fingerprint.py" "$WORK/"
 cd "$WORK"
+mapfile -t IGN < <(st_ignores "$WORK")
 NATIVE=""
 if [ -x /tmp/ql-qemu-np2/bin/python ]; then
     NATIVE="$(/tmp/ql-qemu-np2/bin/python isa_fingerprint.py | "$PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["parts"], sort_keys=True))')"
@@ -115,7 +116,7 @@ for cpu in max cortex-a53; do
     done
 done
 say "pytest -k \"$K\" under qemu-aarch64 -cpu max (levels: scalar, neon)"
-res="$("${RUN[@]}" -cpu max "$PYA" -m pytest -q -p no:cacheprovider tests -k "$K" 2>&1 | tail -n1)"
+res="$("${RUN[@]}" -cpu max "$PYA" -m pytest -q -p no:cacheprovider ${IGN[@]+"${IGN[@]}"} tests -k "$K" 2>&1 | tail -n1)"
 case "$res" in *failed*|*error*) die "aarch64: $res";; *passed*) ;; *) die "aarch64: $res";; esac
 ok "aarch64: $res"
 say "aarch64_test: passed in $((SECONDS - T0))s"

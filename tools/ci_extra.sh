@@ -49,6 +49,7 @@ step build   bash tools/build_wheel.sh
 step audit   "${QL_TOOLS_VENV:-/tmp/ql-tools-venv}/bin/python" tools/audit_isa.py
 
 ARM_PID=""
+trap '[ -z "$ARM_PID" ] || kill "$ARM_PID" 2>/dev/null || true' EXIT
 ARM_LOG=/tmp/ql-ci-aarch64.log
 if ! skipped aarch64 && [ "${QL_CI_PARALLEL:-1}" = 1 ]; then
     printf '\n##### aarch64: started in the background (log %s)\n' "$ARM_LOG"
@@ -62,6 +63,7 @@ step numpy   bash tools/numpy_matrix.sh
 if [ -n "$ARM_PID" ]; then
     arm_rc=0
     wait "$ARM_PID" || arm_rc=$?
+    ARM_PID=""
     printf '\n##### aarch64: bash tools/aarch64_test.sh (background)\n'
     cat "$ARM_LOG"
     [ "$arm_rc" = 0 ] || { echo "##### aarch64: FAILED (rc=$arm_rc)"; exit "$arm_rc"; }

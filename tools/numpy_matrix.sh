@@ -30,12 +30,8 @@ for spec in "numpy==1.26.*" "numpy>=2"; do
     npv="$("$v/bin/python" -c 'import numpy; print(numpy.__version__)')"
     ok "numpy $npv, quantlib active ISA $("$v/bin/python" -c 'import quantlib; print(quantlib.get_isa())')"
     # a module that imports sentence_transformers/torch at top level is not collected here
-    ignore=()
-    for f in tests/test_*.py; do
-        if grep -Eq '^\s*(import|from)\s+(sentence_transformers|torch)\b' "$f"; then
-            ignore+=("--ignore=$f"); printf '  skip %s (imports sentence-transformers/torch at module level)\n' "$f"
-        fi
-    done
+    mapfile -t ignore < <(st_ignores "$WORK")
+    [ ${#ignore[@]} -eq 0 ] || printf '  not collected (import sentence-transformers/torch): %s\n' "${ignore[*]}"
     res="$("$v/bin/python" -m pytest -q -p no:cacheprovider ${ignore[@]+"${ignore[@]}"} $TESTS 2>&1 | tail -n1)"
     case "$res" in *failed*|*error*) die "numpy $npv: $res";; *passed*) ;; *) die "numpy $npv: $res";; esac
     ok "numpy $npv: $res"

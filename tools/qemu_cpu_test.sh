@@ -59,6 +59,7 @@ WORK=/tmp/ql-qemu-work
 copy_tests "$WORK"
 cp "$REPO/tools/isa_fingerprint.py" "$WORK/"
 cd "$WORK"
+mapfile -t IGN < <(st_ignores "$WORK")
 
 say "what this qemu enforces (asm probe; SIGILL = the model traps it)"
 cat > probe.c <<'EOF'
@@ -90,7 +91,7 @@ say "native reference (this CPU: $(/tmp/ql-qemu-np2/bin/python -c 'import quantl
 NATIVE="$(/tmp/ql-qemu-np2/bin/python -c 'import json; d=json.load(open("native_all.json")); print(json.dumps(d["scalar"], sort_keys=True))')"
 ok "scalar/avx2/avx512 fingerprints identical natively: $NATIVE"
 for e in np1 np2; do
-    n="$(/tmp/ql-qemu-$e/bin/python -m pytest -q -p no:cacheprovider tests -k "$K" 2>&1 | tail -n1)"
+    n="$(/tmp/ql-qemu-$e/bin/python -m pytest -q -p no:cacheprovider ${IGN[@]+"${IGN[@]}"} tests -k "$K" 2>&1 | tail -n1)"
     ok "native pytest -k \"$K\" ($e): $n"
 done
 
@@ -135,7 +136,7 @@ for m in $MODELS; do
         ok "$m/$lvl: kernel output hashes == native"
     done
 
-    res="$("${q[@]}" "$py" -m pytest -q -p no:cacheprovider tests -k "$K" 2>&1 | grep -v "TCG doesn't support" | tail -n1)"
+    res="$("${q[@]}" "$py" -m pytest -q -p no:cacheprovider ${IGN[@]+"${IGN[@]}"} tests -k "$K" 2>&1 | grep -v "TCG doesn't support" | tail -n1)"
     case "$res" in *failed*|*error*|"") die "$m: pytest: $res";; *passed*) ;; *) die "$m: pytest: $res";; esac
     ok "$m: pytest -k \"$K\" under emulation: $res"
     SUMMARY+=("$(printf '%-9s -> %-6s (usable: %s) tests: %s [%ss]' "$m" "$got" "$(echo "$info" | cut -d'|' -f2 | xargs)" "$res" $((SECONDS - t)))")
