@@ -72,5 +72,26 @@ if [ -n "$ARM_PID" ]; then
 else
     step aarch64 bash tools/aarch64_test.sh
 fi
+crosscheck() {  # every ISA level on every CPU (native, qemu x86 models, qemu aarch64) gave the same hashes
+    python3 - <<'PY'
+import glob, json, sys
+runs = {}
+for f in ["/tmp/ql-qemu-work/native_all.json"] + sorted(glob.glob("/tmp/ql-qemu-work/emul_*.json")) \
+        + sorted(glob.glob("/tmp/ql-arm64/work/fp_*.json")):
+    cpu = f.rsplit("/", 1)[1].removesuffix(".json").replace("emul_", "x86 ").replace("fp_", "aarch64 ").replace("native_all", "native")
+    for lvl, parts in json.load(open(f)).items():
+        runs[f"{cpu}/{lvl}"] = parts
+if not runs:
+    sys.exit("no fingerprints found")
+ref = runs.get("native/scalar") or next(iter(runs.values()))
+bad = [k for k, v in runs.items() if v != ref]
+print(f"  {len(runs)} (CPU, level) runs compared: " + ", ".join(runs))
+if bad:
+    sys.exit(f"  outputs differ: {bad}")
+print(f"  all identical: {len(ref)} kernel outputs hashed per run")
+PY
+}
+skipped qemu || step crosscheck crosscheck
+
 printf '\n##### ci_extra: wall time %ss\n' $((SECONDS - T0))
 echo "ci_extra: $passed passed, 0 failed"
