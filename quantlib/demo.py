@@ -238,7 +238,7 @@ def check_cache_dir(path: Path) -> Path:
 
 def _import_sentence_transformers():
     try:
-        import sentence_transformers  # noqa: F401
+        import torch  # noqa: F401  (first: transformers logs noise when torch is missing)
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise CLIError(f"the demo needs sentence-transformers and torch ({e}); install the extra: {DEMO_EXTRA}")
@@ -274,10 +274,11 @@ def resolve_model(name: str) -> Tuple[str, str]:
 
 
 def load_model(name: str, threads: Optional[int]):
-    SentenceTransformer = _import_sentence_transformers()
     target, _ = resolve_model(name)
     if Path(target).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the hub
+        # a local directory never needs the hub; set before huggingface_hub reads it at import
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    SentenceTransformer = _import_sentence_transformers()
     try:
         import torch
 
