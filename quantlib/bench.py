@@ -176,10 +176,9 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
         bidx = faiss.IndexBinaryFlat(c_ub.shape[1] * 8)
         bidx.add(c_ub)
         time_it(task, "faiss IndexBinaryFlat", lambda: bidx.search(q_ub, k))
-    if usearch_index:
-        uidx = usearch_index.Index(ndim=c_ub.shape[1] * 8, metric="hamming", dtype="b1")
-        uidx.add(np.arange(n), c_ub, threads=t or 0)
-        time_it(task, "usearch b1 exact", lambda: uidx.search(q_ub, k, exact=True, threads=t or 0))
+    if usearch_index:  # usearch's brute-force entry point: no HNSW graph to build
+        time_it(task, "usearch b1 exact", lambda: usearch_index.search(
+            c_ub, q_ub, k, "hamming", exact=True, threads=t or 0, dtype="b1"))
 
     # 4. int8 top-k
     task = f"int8 top-{k}"
@@ -189,9 +188,8 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
         time_it(task, "numpy float32 BLAS on codes", lambda: np_int8_topk(q_i8, c_f, k))
         del c_f
     if usearch_index:
-        iidx = usearch_index.Index(ndim=d, metric="ip", dtype="i8")
-        iidx.add(np.arange(n), c_i8, threads=t or 0)
-        time_it(task, "usearch i8 exact", lambda: iidx.search(q_i8, k, exact=True, threads=t or 0))
+        time_it(task, "usearch i8 exact", lambda: usearch_index.search(
+            c_i8, q_i8, k, "ip", exact=True, threads=t or 0))
 
     # 5. binary search + int8 rescoring
     task = f"binary + int8 rescore x{multiplier}"
@@ -206,10 +204,11 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
     start = ranges[0].astype(np.float64)
     step = ((ranges[1] - ranges[0]) / np.float32(255)).astype(np.float32)
     step[step == 0] = 1
+    step = step.astype(np.float64)
 
     def np_pipeline():
         cand = np_hamming_topk(q_bin, c_bits_f, c_pop, k * multiplier)
-        deq = (c_i8[cand].astype(np.float64) + 128.0) * step.astype(np.float64) + start
+        deq = (c_i8[cand].astype(np.float64) + 128.0) * step + start
         scores = np.einsum("ij,ikj->ik", queries.astype(np.float64), deq)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)
@@ -222,15 +221,15 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
         time_it(task, "sentence-transformers + faiss", lambda: st.semantic_search_faiss(
             queries, corpus_index=bidx2, corpus_precision="ubinary", top_k=k, rescore_multiplier=multiplier),
             note="rescores with its binary codes, not int8")
-    if usearch_index and faiss:
-        def fu_pipeline():
+    if faiss:
+        def faiss_pipeline():  # the blog's recommended pipeline: faiss binary search, int8 rows rescored
             _, cand = bidx.search(q_ub, k * multiplier)
-            deq = np.stack(iidx.get(cand.reshape(-1), dtype=np.int8)).reshape(nq, k * multiplier, d).astype(np.float64)
-            scores = np.einsum("ij,ikj->ik", queries.astype(np.float64), (deq + 128.0) * step + start)
+            deq = (c_i8[cand].astype(np.float64) + 128.0) * step + start
+            scores = np.einsum("ij,ikj->ik", queries.astype(np.float64), deq)
             order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            return np.take_along_axis(scores, order, 1)
+            return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)
 
-        time_it(task, "faiss binary + usearch int8 (blog)", fu_pipeline)
+        time_it(task, "faiss binary + numpy int8 rescore", faiss_pipeline)
     return res
 
 
@@ -332,8 +331,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, default=100_000, help="corpus rows (default 100000)")
-    p.add_argument("--dim", type=int, default=1024, help="embedding dimension (default 1024)")
+    p.add_argument("--n", type=int, default=50_000, help="corpus rows (default 50000)")
+    p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384, as all-MiniLM-L6-v2)")
     p.add_argument("--queries", type=int, default=100, help="queries per search (default 100)")
     p.add_argument("--top-k", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument("--rescore-multiplier", type=int, default=4, help="binary candidates = top-k x M (default 4)")
