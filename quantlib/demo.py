@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
-import math
 import os
 import re
 import sys
@@ -617,7 +615,6 @@ def run(args) -> int:
     if query_emb.shape[1] != d:  # pragma: no cover - same model for both
         raise CLIError(f"queries have {query_emb.shape[1]} dims but the corpus has {d}")
     top_k = min(args.top_k, n)
-    multipliers = [m for m in multipliers]
     threads = args.threads
     log(f"corpus   : {source}")
     log(f"model    : {emb_info}")
@@ -625,15 +622,17 @@ def run(args) -> int:
         f"threads={threads if threads else 'all (' + str(_usable()) + ')'}, ISA {ql.get_isa()}, "
         f"median of {args.repeat} runs")
 
-    ranges = ql.calibration_ranges(corpus_emb)
-    i8 = ql.quantize_embeddings(corpus_emb, "int8", ranges=ranges)
+    i8 = ql.quantize_embeddings(corpus_emb, "int8", ranges=ql.calibration_ranges(corpus_emb))
     b = ql.quantize_embeddings(corpus_emb, "binary")
     log("")
     log("embeddings")
     for name, arr in (("float32", corpus_emb), ("int8", i8), ("binary", b)):
         log(f"  {name:8s} shape {str(arr.shape):14s} {arr.nbytes:>12,d} bytes  dtype {arr.dtype}")
     log("")
-    rows = run_experiment(corpus_emb, query_emb, qrels, top_k, multipliers, threads, args.repeat)
+    try:
+        rows = run_experiment(corpus_emb, query_emb, qrels, top_k, multipliers, threads, args.repeat)
+    except (ValueError, TypeError) as e:  # e.g. a dimension beyond the exact int32 range of the kernels
+        raise CLIError(str(e).splitlines()[0] if str(e) else type(e).__name__)
     log(format_table(rows, top_k))
     log("")
     log(f"memory = the corpus codes a search scans; the rescoring rows read only {top_k} x multiplier int8 rows "

