@@ -355,10 +355,13 @@ def _encode_with_progress(model, texts: List[str], log, chunk: int = 512) -> np.
         except ImportError:
             bar = None
     parts = []
+    # longest first over the whole corpus (sentence-transformers only sorts within one call),
+    # so every batch pads to a similar length; the original order is restored at the end
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     t0 = time.perf_counter()
     try:
         for s in range(0, len(texts), chunk):
-            part = texts[s : s + chunk]
+            part = [texts[i] for i in order[s : s + chunk]]
             parts.append(np.asarray(model.encode(part, batch_size=64, show_progress_bar=False,
                                                  convert_to_numpy=True), dtype=np.float32))
             done = s + len(part)
@@ -370,7 +373,11 @@ def _encode_with_progress(model, texts: List[str], log, chunk: int = 512) -> np.
     finally:
         if bar is not None:
             bar.close()
-    return np.concatenate(parts) if parts else np.zeros((0, model.get_sentence_embedding_dimension() or 0), np.float32)
+    if not parts:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), np.float32)
+    out = np.empty((len(texts), parts[0].shape[1]), np.float32)
+    out[np.asarray(order)] = np.concatenate(parts)
+    return out
 
 
 def load_embeddings(path: str) -> np.ndarray:
