@@ -322,6 +322,12 @@ def run(args: argparse.Namespace) -> int:
     res = run_bench(args.n, args.dim, args.queries, args.top_k, args.rescore_multiplier, args.repeat, threads,
                     (lambda s: print(s, flush=True)) if args.verbose else (lambda s: None), skip)
     print(format_results(res))
+    ql_times = {r.task: r.seconds for r in res if r.impl.startswith("quantlib")}
+    ref = next((v for k, v in ql_times.items() if k.startswith("float32")), None)
+    if ref:
+        parts = [f"{k.split(' (')[0]} {ref / v:.1f}x" for k, v in ql_times.items()
+                 if not k.startswith(("float32", "quantize")) and v > 0]
+        print(f"\nspeed-up of quantlib's quantized search over float32 exact search: " + ", ".join(parts))
     print(f"\n(total {time.perf_counter() - t0:.1f} s)")
     if args.plot:
         save_plot(res, args.plot, f"quantlib bench: {args.n} x {args.dim}, {args.queries} queries, "

@@ -1,4 +1,4 @@
-"""The ``quantlib`` command line.
+"""quantlib: embedding quantization and exact quantized search from the command line.
 
   quantlib demo    quantize real sentence embeddings (offline) and compare the
                    memory, speed and quality of float32, int8, binary and
