@@ -358,6 +358,8 @@ def _encode_with_progress(model, texts: List[str], log, chunk: int = 512) -> np.
     # longest first over the whole corpus (sentence-transformers only sorts within one call),
     # so every batch pads to a similar length; the original order is restored at the end
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    total_chars = sum(len(t) for t in texts) or 1
+    done_chars = 0
     t0 = time.perf_counter()
     try:
         for s in range(0, len(texts), chunk):
@@ -365,11 +367,13 @@ def _encode_with_progress(model, texts: List[str], log, chunk: int = 512) -> np.
             parts.append(np.asarray(model.encode(part, batch_size=64, show_progress_bar=False,
                                                  convert_to_numpy=True), dtype=np.float32))
             done = s + len(part)
+            done_chars += sum(len(t) for t in part)
             if bar is not None:
                 bar.update(len(part))
-            else:
+            else:  # not a terminal (CI logs): one line per chunk, ETA from the text still to embed
                 el = time.perf_counter() - t0
-                log(f"  embedded {done}/{len(texts)} passages ({el:.0f} s, ~{el / done * (len(texts) - done):.0f} s left)")
+                left = el / done_chars * (total_chars - done_chars)
+                log(f"  embedded {done}/{len(texts)} passages ({el:.0f} s, ~{left:.0f} s left)")
     finally:
         if bar is not None:
             bar.close()
