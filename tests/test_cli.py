@@ -362,7 +362,7 @@ def test_bench_skip_and_bad_sizes():
 # ------------------------------------------------- the full default demo
 def test_full_default_demo(tmp_path):
     """``quantlib demo`` exactly as the README runs it (cold cache): real text, real model."""
-    p = run("demo", env=_env(QUANTLIB_CACHE=str(tmp_path / "cache")), timeout=1200)
+    p = run("demo", env=_env(QUANTLIB_CACHE=str(tmp_path / "cache")), timeout=1800)
     assert p.returncode == 0, p.stderr[-2000:]
     out = p.stdout
     m = re.search(r"(\d+) passages, (\d+) queries with relevance labels", out)
