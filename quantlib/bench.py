@@ -337,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n", type=int, default=50_000, help="corpus rows (default 50000)")
+    p.add_argument("--n", type=int, default=100_000, help="corpus rows (default 100000)")
     p.add_argument("--dim", type=int, default=384, help="embedding dimension (default 384, as all-MiniLM-L6-v2)")
     p.add_argument("--queries", type=int, default=100, help="queries per search (default 100)")
     p.add_argument("--top-k", type=int, default=10, help="neighbours per query (default 10)")
