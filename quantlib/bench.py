@@ -306,6 +306,10 @@ def run(args: argparse.Namespace) -> int:
     need = args.n * args.dim * 4 * 3
     if need > 8 * 2 ** 30:
         raise CLIError(f"--n {args.n} x --dim {args.dim} needs about {need / 2**30:.0f} GiB; choose smaller sizes")
+    if args.plot:
+        from .demo import check_plot_target
+
+        check_plot_target(args.plot, BENCH_EXTRA)
     skip = tuple(s.strip() for s in (args.skip or "").split(",") if s.strip())
     threads = args.threads
     vers = _versions()

@@ -569,6 +569,17 @@ def save_plot(rows: List[Row], path: str, title: str, top_k: int) -> None:
         plt.close(fig)
 
 
+def check_plot_target(path: str, extra: str = DEMO_EXTRA) -> None:
+    """Fail before the long work: matplotlib importable, output directory writable."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CLIError(f"--plot needs matplotlib; install the extra: {extra}")
+    parent = Path(path).expanduser().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise CLIError(f"cannot write plot {path}: directory {parent} does not exist or is not writable")
+
+
 def _parse_multipliers(text: str) -> List[int]:
     try:
         ms = [int(t) for t in text.replace(" ", "").split(",") if t]
@@ -594,6 +605,8 @@ def run(args) -> int:
         raise CLIError("use either --corpus or --embeddings, not both")
     if args.queries and not args.corpus:
         raise CLIError("--queries needs --corpus")
+    if args.plot:
+        check_plot_target(args.plot)
     t_start = time.perf_counter()
 
     qrels = None

@@ -279,6 +279,19 @@ def test_demo_unwritable_plot(npy, tmp_path):
                       "cannot write plot")
 
 
+def test_plot_problems_reported_before_any_work(tiny_corpus, tmp_path):
+    """A missing matplotlib or output directory fails at once, before embedding / timing."""
+    p = run("demo", "--corpus", str(tiny_corpus), "--cache-dir", str(tmp_path / "c"),
+            "--plot", str(tmp_path / "no" / "dir" / "p.png"))
+    assert_user_error(p, "cannot write plot")
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").glob("embeddings-*"))
+    p = run("demo", "--corpus", str(tiny_corpus), "--cache-dir", str(tmp_path / "c"),
+            "--plot", str(tmp_path / "p.png"), block=("matplotlib",))
+    assert_user_error(p, "matplotlib", EXTRA)
+    p = run("bench", "--plot", str(tmp_path / "p.png"), block=("matplotlib",))
+    assert_user_error(p, "matplotlib", 'pip install "quantlib[bench]"')
+
+
 def test_embeddings_path_needs_no_sentence_transformers(npy):
     p = run("demo", "--embeddings", str(npy), "--repeat", "1", block=("sentence_transformers", "torch"))
     assert p.returncode == 0, p.stderr
