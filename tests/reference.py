@@ -62,3 +62,15 @@ def rescore_bits(q: np.ndarray, codes: np.ndarray, ids: np.ndarray, d: int, xor_
             if ids[i, t] >= 0:
                 out[i, t] = float(bits[ids[i, t]] @ q[i].astype(np.float64))
     return out
+
+
+_POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def bitwise_count(x: np.ndarray) -> np.ndarray:
+    """np.bitwise_count (numpy >= 2.0) for uint8/int8 arrays, also on numpy 1.26."""
+    x = np.asarray(x)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _POP8[x.view(np.uint8)] if x.dtype.itemsize == 1 else \
+        _POP8[x.view(np.uint8)].reshape(x.shape + (x.dtype.itemsize,)).sum(-1, dtype=np.uint8)
