@@ -778,8 +778,9 @@ static inline double reduce8(const double s[8]) {
 }
 
 static inline void codes8_pd(const uint8_t *p, int is_signed, __m256d *lo, __m256d *hi) {
-    __m128i b = _mm_loadl_epi64((const __m128i *)p);
-    __m256i v = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+    /* int8 c is read as c + 128 = (uint8)(c ^ 0x80) */
+    __m128i b = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)p), _mm_set1_epi8(is_signed ? (char)0x80 : 0));
+    __m256i v = _mm256_cvtepu8_epi32(b);
     *lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v));
     *hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v, 1));
 }
@@ -790,7 +791,7 @@ static inline double rescore_codes_tail(__m256d A, __m256d B, const double *wi, 
     _mm256_storeu_pd(s, A);
     _mm256_storeu_pd(s + 4, B);
     for (; j < d; j++) {
-        double v = is_signed ? (double)(int8_t)cr[j] : (double)cr[j];
+        double v = (double)(uint8_t)(cr[j] ^ (is_signed ? 0x80 : 0));
         double p = wi[j] * v;
         s[j & 7] = s[j & 7] + p;
     }

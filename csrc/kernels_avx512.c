@@ -908,6 +908,7 @@ static inline double reduce8_pd(__m512d s) {
 
 static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
                           int is_signed, const int64_t *ids, size_t m, double *out) {
+    const __m128i xm = _mm_set1_epi8(is_signed ? (char)0x80 : 0); /* int8 c -> c + 128 */
     for (size_t i = 0; i < nq; i++) {
         const double *wi = w + i * d;
         for (size_t t = 0; t < m; t++) {
@@ -921,14 +922,14 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
             size_t j = 0;
             for (; j + 8 <= d; j += 8) {
                 __m128i b = _mm_loadl_epi64((const __m128i *)(cr + j));
-                __m256i v32 = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+                __m256i v32 = _mm256_cvtepu8_epi32(_mm_xor_si128(b, xm));
                 __m512d p = _mm512_mul_pd(_mm512_loadu_pd(wi + j), _mm512_cvtepi32_pd(v32));
                 s = _mm512_add_pd(s, p);
             }
             if (j < d) {
                 __mmask8 k = tail_mask8(d - j);
                 __m128i b = _mm_maskz_loadu_epi8((__mmask16)k, cr + j);
-                __m256i v32 = is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+                __m256i v32 = _mm256_cvtepu8_epi32(_mm_xor_si128(b, xm));
                 __m512d p = _mm512_mul_pd(_mm512_maskz_loadu_pd(k, wi + j), _mm512_cvtepi32_pd(v32));
                 s = _mm512_mask_add_pd(s, k, s, p);
             }

@@ -502,16 +502,10 @@ static inline double reduce8(const double s[8]) {
 
 /* 8 code bytes -> 8 exact doubles */
 static inline void codes8_f64(const uint8_t *p, int is_signed, float64x2_t v[4]) {
-    int32x4_t lo, hi;
-    if (is_signed) {
-        int16x8_t h = vmovl_s8(vld1_s8((const int8_t *)p));
-        lo = vmovl_s16(vget_low_s16(h));
-        hi = vmovl_s16(vget_high_s16(h));
-    } else {
-        uint16x8_t h = vmovl_u8(vld1_u8(p));
-        lo = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h)));
-        hi = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h)));
-    }
+    /* int8 c is read as c + 128 = (uint8)(c ^ 0x80) */
+    uint16x8_t h = vmovl_u8(veor_u8(vld1_u8(p), vdup_n_u8(is_signed ? 0x80 : 0)));
+    int32x4_t lo = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h)));
+    int32x4_t hi = vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h)));
     v[0] = vcvtq_f64_s64(vmovl_s32(vget_low_s32(lo)));
     v[1] = vcvtq_f64_s64(vmovl_s32(vget_high_s32(lo)));
     v[2] = vcvtq_f64_s64(vmovl_s32(vget_low_s32(hi)));
@@ -540,7 +534,7 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
             double s[8];
             for (int k = 0; k < 4; k++) vst1q_f64(s + 2 * k, a[k]);
             for (size_t j = d8; j < d; j++) {
-                double v = is_signed ? (double)(int8_t)cr[j] : (double)cr[j];
+                double v = (double)(uint8_t)(cr[j] ^ (is_signed ? 0x80 : 0));
                 double p = wi[j] * v;
                 s[j & 7] = s[j & 7] + p;
             }

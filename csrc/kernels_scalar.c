@@ -149,6 +149,7 @@ static inline double reduce8(const double s[8]) {
 
 static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
                           int is_signed, const int64_t *ids, size_t m, double *out) {
+    const uint8_t xm = is_signed ? 0x80 : 0; /* int8 c is read as c + 128 = (uint8)(c ^ 0x80) */
     for (size_t i = 0; i < nq; i++) {
         const double *wi = w + i * d;
         for (size_t t = 0; t < m; t++) {
@@ -160,7 +161,7 @@ static void rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *c
             const uint8_t *cr = codes + (size_t)row * ld;
             double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (size_t j = 0; j < d; j++) {
-                double v = is_signed ? (double)(int8_t)cr[j] : (double)cr[j];
+                double v = (double)(uint8_t)(cr[j] ^ xm);
                 double p = wi[j] * v;
                 s[j & 7] = s[j & 7] + p;
             }

@@ -120,8 +120,10 @@ int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t
 
 /* ---- rescoring --------------------------------------------------------- */
 /* out[i, t] = sum_j w[i, j] * code(row, j)  (float64 accumulation) where
- * row = ids[i * m + t] (or t when ids is NULL) and code is the int8 (is_signed)
- * or uint8 value of codes[row * ld + j].  A negative id gives -inf. */
+ * row = ids[i * m + t] (or t when ids is NULL) and code is the uint8 value of
+ * codes[row * ld + j], or for int8 codes (is_signed) the int8 value + 128 (in
+ * [0, 255], as dequantization uses it: summing w * (c + 128) directly avoids
+ * the cancellation of a separate 128 * sum(w) term).  A negative id gives -inf. */
 void ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
                       size_t ld, int is_signed, const int64_t *ids, size_t m,
                       double *out);

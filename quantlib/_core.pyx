@@ -248,7 +248,8 @@ cdef int _check_ids(const int64_t[:, ::1] ids, Py_ssize_t n) except -1:
 
 def rescore_codes(const double[:, ::1] w, const uint8_t[:, ::1] codes, bint is_signed,
                   const int64_t[:, ::1] ids, double[:, ::1] out):
-    """out[i, t] = w[i] . codes[ids[i, t]] (ids must be < len(codes); <0 -> -inf)."""
+    """out[i, t] = w[i] . codes[ids[i, t]] (ids must be < len(codes); <0 -> -inf).
+    With is_signed the codes are int8 and read as c + 128 (see quantlib.h)."""
     cdef size_t nq = w.shape[0], d = w.shape[1], m = ids.shape[1]
     cdef size_t ld = codes.shape[1]
     _need(ids.shape[0] == w.shape[0] and out.shape[0] == w.shape[0] and out.shape[1] == ids.shape[1],

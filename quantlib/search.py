@@ -55,9 +55,9 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     if values.shape[1] == 0:
         return values[:, :0], ids[:, :0]
     if values.dtype.kind in "iu":
-        # widen before negating: -INT32_MIN would wrap around in int32
-        primary = values.astype(np.int64)
-        primary = -primary if descending else primary
+        # bitwise NOT reverses the order of any integer dtype without overflow
+        # (~x == -x - 1); negation would wrap INT_MIN (and every unsigned value)
+        primary = ~values if descending else values
     else:
         primary = -values if descending else values
     order = np.lexsort((ids, primary), axis=-1)[:, :kk]
@@ -433,9 +433,7 @@ def rescore(
 
         starts, steps = _steps(_coerce_ranges(to_numpy(ranges, "ranges"), d))
         w = np.ascontiguousarray(q64 * steps.astype(np.float64))
-        bias = q64 @ starts.astype(np.float64)
-        if precision == "int8":
-            bias = bias + 128.0 * w.sum(axis=1)
+        bias = q64 @ starts.astype(np.float64)  # int8 codes: the kernel reads c + 128
         signed = precision == "int8"
         kern = lambda s, e: _core.rescore_codes(w[s:e], cc, signed, ids[s:e], out[s:e])
     if nq and m:
@@ -444,7 +442,8 @@ def rescore(
         else:
             kern(0, nq)
         if bias is not None:
-            out += bias[:, None]  # -inf stays -inf
+            # empty slots stay -inf (an overflowed bias must not turn them into NaN)
+            np.add(out, bias[:, None], out=out, where=ids >= 0)
         if not np.isfinite(out[ids >= 0]).all():
             raise ValueError("queries are too large: the float64 rescoring sums overflowed to inf/NaN; "
                              "scale the query embeddings down")

@@ -458,6 +458,36 @@ def test_rescore_1d_and_ties(rng):
     assert list(r).count(3) == 3
 
 
+def test_rescore_int8_has_no_offset_cancellation(isa):
+    """int8 codes are dequantized as (c + 128) * step + start; the kernel sums
+    w * (c + 128) directly, so a huge query weight on a dim whose code is -128
+    (dequantized to exactly ``start``) cannot cancel the small terms away
+    (fuzzing finding: folding 128 * sum(w) into a bias gave 0.0 for -237)."""
+    codes = np.array([[89, -108, -128]], np.int8)
+    ranges = np.array([[0, 0, 0], [255, 255, 255]], np.float32)  # step 1, start 0
+    q = np.array([[-1.0, -1.0, -3e38]])
+    s, r = rescore(q, codes, np.array([[0]]), precision="int8", ranges=ranges)
+    assert s[0, 0] == -237.0 and r[0, 0] == 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("precision", ["int8", "uint8"])
+def test_rescore_empty_slots_stay_minus_inf_when_the_bias_overflows(precision):
+    """Huge finite queries overflow the folded range offset (q . start); rows
+    with only empty slots (-1) must still give -inf / -1, not NaN (fuzzing
+    finding); rows with real candidates raise."""
+    codes = np.arange(-6, 6, dtype=np.int8).reshape(4, 3)
+    codes = codes if precision == "int8" else codes.view(np.uint8)
+    ranges = np.zeros((2, 3), np.float32)  # start 0, step 0 -> every dims' step falls back to 1
+    ranges[0] = 3e38
+    q = np.full((2, 3), 1.7e308)
+    s, r = rescore(q, codes, np.full((2, 4), -1), precision=precision, ranges=ranges)
+    np.testing.assert_array_equal(s, np.full((2, 4), -np.inf))
+    np.testing.assert_array_equal(r, np.full((2, 4), -1))
+    with pytest.raises(ValueError, match="overflowed"):
+        rescore(q, codes, np.array([[-1, 0, -1, -1], [-1, -1, -1, -1]]), precision=precision, ranges=ranges)
+
+
 # ---------------------------------------------------------------- inputs
 
 
@@ -711,6 +741,23 @@ def test_merge_topk_int32_extremes():
     np.testing.assert_array_equal(mi, [[2, 1, 0, 3]])
     mv, mi = quantlib.merge_topk(v, i, 3, descending=False)
     np.testing.assert_array_equal(mi, [[0, 3, 1]])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64])
+@pytest.mark.parametrize("descending", [True, False])
+def test_merge_topk_integer_extremes_every_dtype(rng, dtype, descending):
+    """The order key must not overflow for any integer dtype: -INT64_MIN wraps
+    even after widening, and negating unsigned values wraps (found by fuzzing)."""
+    info = np.iinfo(dtype)
+    pool = np.array([info.min, info.min + 1, -1 if info.min < 0 else 2, 0, 1, info.max - 1, info.max], dtype=dtype)
+    v = rng.choice(pool, size=(5, 23))
+    i = np.stack([rng.permutation(40)[:23] for _ in range(5)]).astype(np.int64)
+    mv, mi = quantlib.merge_topk(v, i, 9, descending=descending)
+    for r in range(5):  # Python ints: an exact, overflow-free reference
+        order = sorted(range(23), key=lambda j: (-int(v[r, j]) if descending else int(v[r, j]), int(i[r, j])))[:9]
+        np.testing.assert_array_equal(mi[r], i[r, order])
+        np.testing.assert_array_equal(mv[r], v[r, order])
+    assert mv.dtype == dtype
 
 
 # ------------------------------------------------- sentence-transformers parity
