@@ -41,7 +41,10 @@ with ``verify=True``.
 
 Writes are atomic: a temporary file in the destination directory, flush,
 fsync, ``os.replace``, fsync of the directory. A crash leaves either the old
-file or the new one, never a torn one.
+file or the new one, never a torn one (``tests/test_crash_safety.py`` kills
+writers with SIGKILL at random points to show it). A writer killed mid-save
+can leave its temporary file (``.<name>.<random>.tmp``) in the directory:
+quantlib never reads it, and it is safe to delete.
 """
 from __future__ import annotations
 

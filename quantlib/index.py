@@ -294,7 +294,9 @@ class Index:
 
     # ------------------------------------------------------------ persistence
     def save(self, path: Union[str, os.PathLike]) -> int:
-        """Write the index to ``path`` atomically (see :mod:`quantlib._format`).
+        """Write the index to ``path`` atomically (see :mod:`quantlib._format`):
+        a crash leaves the previous file or the new one, never a torn one (a
+        killed writer may leave a ``.<name>.*.tmp`` file, safe to delete).
         Returns the file size in bytes."""
         codes, ids = self._snapshot()
         flags = (F.FLAG_IDS if ids is not None else 0) | (F.FLAG_RANGES if self._ranges is not None else 0)
