@@ -109,12 +109,16 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int):
     best_i = np.empty((nq, 0), np.int64)
     for s in range(0, nc, _FLOAT_BLOCK):
         block = c[s : s + _FLOAT_BLOCK]
-        scores = q @ block.T  # (nq, b) float32
-        if np.isnan(scores).any():
-            # NaN scores would break the >= threshold selection below
-            bad = s + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[:1].sum())
-            raise ValueError(f"corpus contains NaN or infinite values (e.g. row {bad}) "
-                             "giving NaN inner products")
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below as ValueError
+            scores = q @ block.T  # (nq, b) float32
+        if not np.isfinite(scores).all():
+            # NaN scores would break the >= threshold selection below, and an
+            # overflowed score (+-inf) no longer ranks by its true value
+            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+            if bad.size:
+                raise ValueError(f"corpus contains NaN or infinite values (e.g. row {s + int(bad[0])})")
+            raise ValueError("float32 inner products overflowed (|query . row| beyond 3.4e38, first in corpus rows "
+                             f"{s}..{s + block.shape[0] - 1}); scale the embeddings down")
         b = scores.shape[1]
         kb = min(kk, b)
         if kb < b:

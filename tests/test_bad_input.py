@@ -312,6 +312,10 @@ case(F, "NaN in float32 queries", lambda: se(with_nan(X), X), Raises(ValueError,
 case(F, "+inf in float32 queries", lambda: se(with_inf(X), X), Raises(ValueError, "queries contain NaN or infinite"))
 case(F, "NaN in the float32 corpus", lambda: se(X, with_nan(X), 2),
      Raises(ValueError, "corpus contains NaN or infinite values"))
+case(F, "+inf in the float32 corpus", lambda: se(X, with_inf(X), 2),
+     Raises(ValueError, "corpus contains NaN or infinite values"))
+case(F, "finite float32 inputs whose inner products overflow", lambda: se(np.full((1, 16), 3e38, np.float32), -X, 2),
+     Raises(ValueError, "float32 inner products overflowed"))
 case(F, "0-d queries", lambda: se(np.int8(1), B, precision="binary"), Raises(ValueError, "queries must be 1-D"))
 case(F, "3-D queries", lambda: se(B[None], B, precision="binary"), Raises(ValueError, "queries must be 1-D"))
 case(F, "1-D corpus", lambda: se(B, B[0], precision="binary"), Raises(ValueError, "corpus must be 2-D"))
