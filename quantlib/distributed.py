@@ -855,6 +855,8 @@ def build_sharded(
     x = data if (is_dask or isinstance(data, np.ndarray)) else to_numpy(data, "data")
     if len(x.shape) != 2:
         raise ValueError(f"data must be 2-D (N, d), got shape {tuple(x.shape)}")
+    if is_dask and any(np.isnan(c) for c in x.shape):
+        raise ValueError(f"data is a dask array of unknown shape {x.shape}: call data.compute_chunk_sizes() first")
     n, width = int(x.shape[0]), int(x.shape[1])
     dt = np.dtype(x.dtype)
     if dt.kind not in "fiu":

@@ -483,6 +483,9 @@ def test_build_data_errors(client, tmp_path):
         build_sharded(np.array([["a"]]), tmp_path, client=client)
     with pytest.raises(ValueError, match=r"dim=20 bits pack to 3 bytes but the codes have 4 bytes"):
         build_sharded(np.zeros((4, 4), np.uint8), tmp_path, dim=20, client=client)
+    dx = da.from_array(X, chunks=(50, DIM))
+    with pytest.raises(ValueError, match="unknown shape .*compute_chunk_sizes"):
+        build_sharded(dx[dx[:, 0] > 0], tmp_path, client=client)
     bad = X.copy()
     bad[200, 3] = np.nan
     with pytest.raises(ValueError, match=r"data rows \[200, 300\).*NaN"):
