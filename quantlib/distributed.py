@@ -1088,6 +1088,10 @@ class ShardedIndex:
                 self._servers[i] = self._finish_actor(i, f, timeout)
         except BaseException:
             self.close()
+            try:
+                client.cancel(futs)
+            except Exception:  # pragma: no cover
+                pass
             raise
 
     # ------------------------------------------------------------ properties
@@ -1183,6 +1187,8 @@ class ShardedIndex:
         timeout), so the worker is avoided for every shard from now on (its
         other shards are moved on their next call)."""
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this ShardedIndex is closed")
             if lost and failed is not None and failed.worker:
                 self._dead.add(failed.worker)
             cur = self._servers[i]
@@ -1330,6 +1336,8 @@ class ShardedIndex:
             ``allow_partial``).
         """
         t_start = time.perf_counter()
+        if self._closed:
+            raise RuntimeError("this ShardedIndex is closed")
         k = check_k(k)
         if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {retries!r}")

@@ -199,6 +199,13 @@ def test_memmap_and_dask_inputs_write_identical_shards(client, tmp_path):
     assert outs["numpy"] == outs["memmap"] == outs["dask"]
 
 
+def test_close_and_context_manager(client, tmp_path):
+    with build_sharded(X, tmp_path, n_shards=2, client=client) as sh:
+        assert "shards=2" in repr(sh) and len(sh.locations()) == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        sh.search(X[:2], 3)
+
+
 def test_progress_callback_and_tqdm(client, tmp_path):
     calls = []
     with build_sharded(X, tmp_path / "a", n_shards=4, client=client, progress=lambda a, b: calls.append((a, b))):
