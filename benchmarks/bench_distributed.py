@@ -70,6 +70,22 @@ def make_data(path: str, n: int, dim: int, seed: int, chunk: int = 65536) -> np.
     return np.load(path, mmap_mode="r")
 
 
+def loopback_bytes() -> int:
+    """Bytes received on the loopback interface so far (/proc/net/dev): with
+    worker processes, that is the client/scheduler/worker traffic including
+    serialisation, Dask's framing and TCP/IP headers (plus heartbeats and any
+    other loopback traffic on the machine). -1 if unavailable."""
+    try:
+        with open("/proc/net/dev") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.strip() == "lo":
+                    return int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
 def timed(fn, repeat: int):
     """One warm-up, then ``repeat`` runs: (median seconds, warm-up result, per-run extra list)."""
     res = fn()
@@ -105,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads-per-worker", type=int, default=1)
     ap.add_argument("--processes", action=argparse.BooleanOptionalAction, default=True,
                     help="worker processes (default) or threads in this process (--no-processes)")
+    ap.add_argument("--direct", action=argparse.BooleanOptionalAction, default=True,
+                    help="Client(direct_to_workers=...): actor calls straight to the workers (default) or "
+                         "proxied through the scheduler (Dask's default; twice the bytes, one more hop)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--merge-shards", default="2,4,16,64,256")
     ap.add_argument("--markdown", help="also write the report to this file")
@@ -133,7 +152,8 @@ def main(argv=None) -> int:
     p(f"- CPU: {cpu_model()}; usable cores (taskset): {sorted(os.sched_getaffinity(0))}; "
       f"quantlib ISA {quantlib.get_isa()}")
     p(f"- cluster: LocalCluster({a.workers} workers x {a.threads_per_worker} thread, "
-      f"processes={a.processes}); shard calls use threads=1 each; single-index runs use threads={threads}")
+      f"processes={a.processes}), Client(direct_to_workers={a.direct}); shard calls use threads=1 each; "
+      f"single-index runs use threads={threads}")
     p(f"- data: {a.shards} shards x {a.rows_per_shard:,} rows = {n:,} x {a.dim} float32 (seeded normal, "
       f"memory-mapped .npy); k = {a.k}, rescore_multiplier = {a.rescore_multiplier}; median of {a.repeat} "
       "runs after one warm-up")
@@ -148,7 +168,7 @@ def main(argv=None) -> int:
         qall = np.random.default_rng(a.seed + 1).standard_normal((max(qs), a.dim), dtype=np.float32)
         cluster = LocalCluster(n_workers=a.workers, threads_per_worker=a.threads_per_worker,
                                processes=a.processes, dashboard_address=":0", silence_logs=logging.ERROR)
-        client = Client(cluster)
+        client = Client(cluster, direct_to_workers=a.direct)
         try:
             builds = {}
             t0 = time.perf_counter()
@@ -196,7 +216,9 @@ def main(argv=None) -> int:
                             stats_runs.append(st)
                         return r
 
+                    io0 = loopback_bytes() if a.processes else -1
                     med, res = timed(call, a.repeat)
+                    io1 = loopback_bytes() if a.processes else -1
                     ref[name] = (med, res)
                     if base is None:
                         same = "(reference)"
@@ -209,9 +231,10 @@ def main(argv=None) -> int:
                         merge = statistics.median(s["merge_seconds"] / s["total_seconds"] for s in stats_runs)
                         rounds = " + ".join(fmt_ms(statistics.median(s["rounds"][j]["seconds"] for s in stats_runs))
                                             for j in range(len(st["rounds"])))
-                        extra = (fmt_bytes(moved), f"{100 * merge:.1f} %", rounds)
+                        wire = "-" if io0 < 0 or io1 < 0 else fmt_bytes((io1 - io0) / (len(stats_runs) * nq))
+                        extra = (fmt_bytes(moved), wire, f"{100 * merge:.1f} %", rounds)
                     else:
-                        extra = ("-", "-", "-")
+                        extra = ("-", "-", "-", "-")
                     vs = "" if base is None else f"{ref[base][0] / med:.2f}x"
                     rows.append((nq, name, fmt_ms(med), f"{nq / med:,.0f}", vs, *extra, same))
                     print(rows[-1], flush=True)
@@ -247,12 +270,14 @@ def main(argv=None) -> int:
         p(f"| {name} | {sec:.1f} |")
     p("\n### Search\n")
     p("Throughput = Q / median latency. \"speed-up\" = the single index's latency / this row's. "
-      "Bytes = payload (numpy bytes of the query codes sent and the top-k' values + ids received, all shards "
-      "and rounds) per query; Dask adds a few hundred bytes of framing per message (2 messages per shard per "
-      "round). \"merge\" = share of the latency spent in the client's merge. \"rounds ms\" = median time of each "
-      "round (send, shard work, receive).\n")
-    p("| Q | contender | median ms | queries/s | speed-up | bytes / query | merge | rounds ms | identical |")
-    p("|---|---|---|---|---|---|---|---|---|")
+      "Payload bytes = numpy bytes of the query codes sent and the top-k' values + ids received, all shards "
+      "and rounds, per query (from search(stats=...)). \"wire bytes\" (worker processes only) = bytes "
+      "received on the loopback interface during the runs, per query (/proc/net/dev: serialisation, Dask's "
+      "framing and TCP/IP headers included, plus heartbeats). \"merge\" = share of the latency spent in the "
+      "client's merge. \"rounds ms\" = median time of each round (send, shard work, receive).\n")
+    p("| Q | contender | median ms | queries/s | speed-up | payload bytes / query | wire bytes / query | merge "
+      "| rounds ms | identical |")
+    p("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         p("| " + " | ".join(str(c) for c in r) + " |")
     p("\n### Client-side merge cost vs shard count\n")
