@@ -1343,12 +1343,18 @@ class ShardedIndex:
         if self._closed:
             raise RuntimeError("this ShardedIndex is closed")
         k = check_k(k)
-        if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)):
+            raise TypeError(f"retries must be an int >= 0, got {type(retries).__name__} {retries!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries}")
         threads = check_k(threads, "threads")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout <= 0):
-            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if timeout is not None:
+            if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, (int, float, np.integer,
+                                                                                  np.floating)):
+                raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+            if not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+            timeout = float(timeout)
         if not isinstance(allow_partial, (bool, np.bool_)):
             raise TypeError(f"allow_partial must be a bool, got {type(allow_partial).__name__}")
         if stats is not None and not isinstance(stats, dict):

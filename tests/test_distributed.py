@@ -446,8 +446,14 @@ def test_search_argument_errors(built):
         sh.search(q, 3, rescore_multiplier=2)
     with pytest.raises(ValueError, match="retries must be an int >= 0"):
         sh.search(q, 3, retries=-1)
+    with pytest.raises(TypeError, match="retries must be an int >= 0, got str"):
+        sh.search(q, 3, retries="1")
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         sh.search(q, 3, timeout=0)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None, got str"):
+        sh.search(q, 3, timeout="5s")
+    with pytest.raises(TypeError, match="allow_partial must be a bool"):
+        sh.search(q, 3, allow_partial="yes")
     with pytest.raises(TypeError, match="stats must be a dict"):
         sh.search(q, 3, stats=[])
     pipe = built("pipeline", "even")
