@@ -55,6 +55,22 @@ def _to_dtype(codes: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return (codes.view(np.uint8) ^ np.uint8(0x80)).view(dtype)
 
 
+def _write_index_file(path: Union[str, os.PathLike], precision: str, dim: int, count: int, codes: F.Source,
+                      ids: Optional[np.ndarray] = None, ranges: Optional[np.ndarray] = None) -> int:
+    """Write an Index file atomically. ``codes`` is a (count, width) array of
+    the precision's code dtype or an iterable of such row blocks (streamed, so
+    a sharded build never holds a whole shard in memory); ``ids`` a (count,)
+    or (count, 1) int64 array. Returns the file size."""
+    flags = (F.FLAG_IDS if ids is not None else 0) | (F.FLAG_RANGES if ranges is not None else 0)
+    header = F.Header(F.KIND_INDEX, precision, dim, count, flags)
+    sections = [(F.SectionInfo(F.SEC_CODES, _CODE_DTYPE[precision], count, _width(precision, dim)), codes)]
+    if ids is not None:
+        sections.append((F.SectionInfo(F.SEC_IDS, np.int64, count, 1), ids))
+    if ranges is not None:
+        sections.append((F.SectionInfo(F.SEC_RANGES, np.float32, 2, dim), ranges))
+    return F.write_file(path, header, sections)
+
+
 class Index:
     """Exact top-k index over embeddings stored at one precision.
 
@@ -299,14 +315,7 @@ class Index:
         killed writer may leave a ``.<name>.*.tmp`` file, safe to delete).
         Returns the file size in bytes."""
         codes, ids = self._snapshot()
-        flags = (F.FLAG_IDS if ids is not None else 0) | (F.FLAG_RANGES if self._ranges is not None else 0)
-        header = F.Header(F.KIND_INDEX, self._precision, self._dim, codes.shape[0], flags)
-        sections = [(F.SectionInfo(F.SEC_CODES, self._dtype, codes.shape[0], self._width), codes)]
-        if ids is not None:
-            sections.append((F.SectionInfo(F.SEC_IDS, np.int64, codes.shape[0], 1), ids))
-        if self._ranges is not None:
-            sections.append((F.SectionInfo(F.SEC_RANGES, np.float32, 2, self._dim), self._ranges))
-        return F.write_file(path, header, sections)
+        return _write_index_file(path, self._precision, self._dim, codes.shape[0], codes, ids, self._ranges)
 
     @classmethod
     def _from_file(cls, path: str, h: F.Header, mmap: bool, verify: bool) -> "Index":

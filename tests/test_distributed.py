@@ -1,0 +1,594 @@
+"""quantlib.distributed: sharded search on a Dask LocalCluster returns exactly
+what one Index / RescorePipeline built from the concatenated data returns
+(every precision, rescoring, k > N, empty and uneven shards, ties across shard
+boundaries, user ids), the manifest is validated, and failures are retried or
+raise ShardError naming the shard (never a silently partial answer).
+
+The bulk runs on one module-scoped in-process cluster (2 workers x 1 thread);
+one test starts worker processes and kills one mid-query."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+import dask.array as da  # noqa: E402
+
+import quantlib  # noqa: E402
+import quantlib.distributed as qd  # noqa: E402
+from quantlib import Index, RescorePipeline  # noqa: E402
+from quantlib.distributed import (  # noqa: E402
+    ManifestError,
+    ShardError,
+    build_sharded,
+    open_sharded,
+    read_manifest,
+    write_manifest,
+)
+
+PRECISIONS = ["ubinary", "binary", "int8", "uint8", "float32"]
+DIM = 24  # 24 bits: Hamming distances in [0, 24], so ties are everywhere
+N = 300
+FB = qd._FLOAT_BLOCK  # float32 shards are cut at multiples of this (BLAS blocks)
+LAYOUTS = {
+    "uneven+empty": [0, 120, 0, 37, 143],
+    "even": 3,
+    "one": 1,
+}
+FLOAT_LAYOUTS = {  # boundaries at multiples of the float32 search block
+    "uneven+empty": [0, FB, 0, FB, 300],
+    "even": 2,
+    "one": 1,
+}
+
+for _name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
+              "distributed.core", "distributed.comm"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+
+def _cluster(processes: bool):
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                    dashboard_address=":0", worker_dashboard_address=None,
+                                    silence_logs=logging.CRITICAL)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with _cluster(processes=False) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _data(n, seed=0):
+    """Float data with planted duplicates across every shard boundary used here."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, DIM)).astype(np.float32)
+    for dst in (119, 120, 156, 157, 299):
+        if dst < n:
+            x[dst] = x[5]
+    if n > FB:
+        x[FB] = x[5]
+        x[2 * FB] = x[5]
+        x[FB - 1] = x[7]
+    return x
+
+
+X = _data(N)
+XF = _data(2 * FB + 300, seed=1)  # float32 shards need >= 2 blocks for several non-empty shards
+
+
+def _queries(x, rng_seed=9):
+    rng = np.random.default_rng(rng_seed)
+    q = rng.standard_normal((6, DIM)).astype(np.float32)
+    q[0] = x[5]  # ties of distance/score between shards
+    q[1] = x[7]
+    q[2] = 0.0  # every Hamming distance = popcount(row): very many ties
+    return q
+
+
+@pytest.fixture(scope="module")
+def built(client, tmp_path_factory):
+    """Lazily built sharded indexes, shared by the tests: key -> ShardedIndex."""
+    cache = {}
+    root = tmp_path_factory.mktemp("sharded")
+
+    def get(kind, layout, **kw):
+        key = (kind, layout, repr(sorted(kw.items())))
+        if key not in cache:
+            is_float = kind == "float32"
+            lay = (FLOAT_LAYOUTS if is_float else LAYOUTS)[layout]
+            sizes = dict(shard_sizes=lay) if isinstance(lay, list) else dict(n_shards=lay)
+            d = root / f"{kind}-{layout}-{len(cache)}"
+            data = XF if is_float else X
+            if kind == "pipeline":
+                cache[key] = build_sharded(data, d, rescore=True, client=client, **sizes, **kw)
+            else:
+                cache[key] = build_sharded(data, d, precision=kind, client=client, **sizes, **kw)
+        return cache[key]
+
+    yield get
+    for s in cache.values():
+        s.close()
+
+
+def _single_index(precision, ranges, ids=None):
+    x = XF if precision == "float32" else X
+    idx = Index(DIM, precision, ranges=ranges if precision in ("int8", "uint8") else None)
+    idx.add(x, ids=ids)
+    return idx
+
+
+def _eq(got, want):
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype
+
+
+# --------------------------------------------------------------------------- Index shards
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_sharded_index_equals_single_index(built, precision, layout):
+    sh = built(precision, layout)
+    single = _single_index(precision, sh.ranges)
+    n = len(single)
+    assert len(sh) == n and sh.kind == "index" and sh.precision == precision
+    x = XF if precision == "float32" else X
+    q = _queries(x)
+    for k in (1, 3, 10, n + 5):
+        _eq(sh.search(q, k), single.search(q, k))
+    _eq(sh.search(q[0], 4), single.search(q[0], 4))  # 1-D query -> 1-D results
+    if precision != "float32":  # queries given as codes of the index precision
+        qc = quantlib.quantize_embeddings(q, precision, ranges=sh.ranges) if precision in ("int8", "uint8") \
+            else quantlib.quantize_embeddings(q, precision)
+        _eq(sh.search(qc, 7), single.search(qc, 7))
+    # ties across shard boundaries really happen: the copies of row 5 (planted in 3-4 shards) have
+    # one value and come back in global-row order
+    v, i = sh.search(x[5], n)
+    dup = [5, 119, 120, 156, 157, 299] if precision != "float32" else [5, FB, 2 * FB]
+    pos = [int(np.flatnonzero(i == d)[0]) for d in dup]
+    assert pos == sorted(pos) and len(set(v[pos].tolist())) == 1
+    if precision in ("binary", "ubinary"):
+        np.testing.assert_array_equal(i[: len(dup)], dup)  # distance 0
+
+
+def test_empty_queries_and_k_beyond_n(built):
+    sh = built("ubinary", "uneven+empty")
+    v, i = sh.search(np.empty((0, DIM), np.float32), 1000)
+    assert v.shape == (0, N) and i.shape == (0, N)
+    v, i = sh.search(_queries(X), 10 ** 6)
+    assert v.shape == (6, N) and sorted(i[0]) == list(range(N))
+
+
+@pytest.mark.parametrize("precision", ["ubinary", "int8"])
+def test_user_ids_are_mapped_after_the_merge(built, precision):
+    ids = (np.arange(N)[::-1] * 7 + 1000).astype(np.int64)  # decreasing: the tie rule stays "lower global row"
+    ids[10] = ids[11]  # ids need not be unique
+    sh = built(precision, "uneven+empty", ids=ids)
+    single = _single_index(precision, sh.ranges, ids=ids)
+    q = _queries(X)
+    for k in (1, 8, N + 1):
+        _eq(sh.search(q, k), single.search(q, k))
+
+
+@pytest.mark.parametrize("precision", ["binary", "int8"])
+def test_build_from_codes(client, tmp_path, precision):
+    codes = quantlib.quantize_embeddings(X, precision, ranges=quantlib.calibration_ranges(X)) \
+        if precision == "int8" else quantlib.quantize_embeddings(X, precision)
+    kw = dict(dim=DIM) if precision == "binary" else {}
+    with build_sharded(codes, tmp_path, shard_sizes=[150, 0, 150], precision=precision, client=client, **kw) as sh:
+        single = Index(DIM, precision)
+        single.add(codes)
+        q = codes[[5, 7, 100]]
+        _eq(sh.search(q, 6), single.search(q, 6))
+        assert sh.ranges is None
+
+
+def test_memmap_and_dask_inputs_write_identical_shards(client, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert qd._memmap_source(mm[10:20])[1] == 128 + 10 * DIM * 4  # .npy header is 128 bytes here
+    dx = da.from_array(X, chunks=(70, DIM))  # row blocks that straddle the shard boundaries
+    outs = {}
+    for name, data in (("numpy", X), ("memmap", mm), ("dask", dx)):
+        with build_sharded(data, tmp_path / name, shard_sizes=[100, 0, 133, 67], precision="int8", client=client,
+                           chunk_size=32) as sh:
+            outs[name] = [open(s.path, "rb").read() for s in sh.shards]
+            _eq(sh.search(_queries(X), 9), _single_index("int8", sh.ranges).search(_queries(X), 9))
+    assert outs["numpy"] == outs["memmap"] == outs["dask"]
+
+
+def test_close_and_context_manager(client, tmp_path):
+    with build_sharded(X, tmp_path, n_shards=2, client=client) as sh:
+        assert "shards=2" in repr(sh) and len(sh.locations()) == 2
+    with pytest.raises(RuntimeError, match="closed"):
+        sh.search(X[:2], 3)
+
+
+def test_progress_callback_and_tqdm(client, tmp_path):
+    calls = []
+    with build_sharded(X, tmp_path / "a", n_shards=4, client=client, progress=lambda a, b: calls.append((a, b))):
+        pass
+    assert len(calls) == 4 and calls[-1] == (N, N) and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    with build_sharded(X, tmp_path / "b", n_shards=2, client=client, progress=True):
+        pass
+
+
+def test_float32_unaligned_shards_warn(client, tmp_path):
+    with pytest.warns(UserWarning, match="multiples of"):
+        build_sharded(X, tmp_path, shard_sizes=[100, 200], precision="float32", client=client).close()
+
+
+# --------------------------------------------------------------------------- pipelines
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sharded_pipeline_equals_single_pipeline(built, tmp_path, layout):
+    sh = built("pipeline", layout)
+    single = RescorePipeline.build(X, tmp_path / "single.qlx")  # ranges from the data, like the shards
+    np.testing.assert_array_equal(sh.ranges, single.ranges)
+    q = _queries(X)
+    for k in (1, 5, N + 3):
+        for mult in (1, 3):
+            _eq(sh.search(q, k, rescore_multiplier=mult), single.search(q, k, mult))
+    _eq(sh.search(q[1], 4), single.search(q[1], 4))
+
+
+def test_sharded_pipeline_uint8_with_ids_and_ranges(built, tmp_path):
+    ids = np.arange(N, dtype=np.int64) * 3 + 5
+    r = quantlib.calibration_ranges(X) * 1.5
+    sh = built("pipeline", "uneven+empty", ids=ids, rescore_precision="uint8", ranges=r)
+    single = RescorePipeline.build(X, tmp_path / "s.qlx", ranges=r, ids=ids, rescore_precision="uint8")
+    q = _queries(X)
+    for k in (2, 9, N + 1):
+        _eq(sh.search(q, k, rescore_multiplier=2), single.search(q, k, 2))
+
+
+def test_local_rescore_mode(built):
+    """One round: a superset of the exact candidates, so never lower scores;
+    identical when there is one shard."""
+    q = _queries(X)
+    one = built("pipeline", "one")
+    _eq(one.search(q, 5, rescore_mode="local"), one.search(q, 5))
+    sh = built("pipeline", "uneven+empty")
+    for k, mult in ((5, 1), (10, 2)):
+        exact = sh.search(q, k, rescore_multiplier=mult)
+        local = sh.search(q, k, rescore_multiplier=mult, rescore_mode="local")
+        assert local[0].shape == exact[0].shape
+        assert (local[0] >= exact[0]).all()
+
+
+def test_stats_count_payload_bytes(built):
+    sh = built("pipeline", "even")
+    st = {}
+    sh.search(_queries(X), 5, rescore_multiplier=2, stats=st)
+    assert [r["method"] for r in st["rounds"]] == ["binary_topk", "rescore"]
+    r1 = st["rounds"][0]
+    assert r1["bytes_received"] == 3 * 6 * 10 * (4 + 8)  # 3 shards x Q x k*m x (int32 + int64)
+    assert st["bytes_sent"] > 0 and st["retries"] == 0 and st["failed_shards"] == []
+    assert 0 <= st["merge_seconds"] <= st["total_seconds"]
+
+
+# --------------------------------------------------------------------------- failures (in-process)
+@pytest.fixture
+def hook():
+    """Install quantlib.distributed._SHARD_CALL_HOOK (shared by in-process workers)."""
+    def install(fn):
+        qd._SHARD_CALL_HOOK = fn
+
+    yield install
+    qd._SHARD_CALL_HOOK = None
+
+
+def test_failed_shard_is_retried(built, hook):
+    sh = built("ubinary", "even")
+    want = sh.search(_queries(X), 5)
+    failures = []
+
+    def flaky(i, method):
+        if i == 1 and not failures:
+            failures.append(i)
+            raise RuntimeError("transient")
+
+    hook(flaky)
+    st = {}
+    _eq(sh.search(_queries(X), 5, retries=1, stats=st), want)
+    assert st["retries"] == 1 and failures == [1]
+
+
+def test_failed_shard_raises_shard_error_or_is_marked(built, hook):
+    sh = built("pipeline", "uneven+empty")
+    q = _queries(X)
+
+    def broken(i, method):
+        if i == 3:
+            raise RuntimeError("disk on fire")
+
+    hook(broken)
+    with pytest.raises(ShardError, match=r"shard 3 \(.*shard-00003\.qlx\).*disk on fire") as ei:
+        sh.search(q, 5, retries=2)
+    assert ei.value.shard == 3 and ei.value.attempts == 3 and isinstance(ei.value.cause, RuntimeError)
+    assert isinstance(ei.value, RuntimeError)
+    v, i, answered = sh.search(q, 5, allow_partial=True, retries=0)
+    assert answered.shape == (6, 5) and not answered[:, 3].any() and answered[:, [0, 1, 2, 4]].all()
+    # sizes 0, 120, 0, 37, 143: shard 3 holds the global rows [120, 157), which never appear
+    assert not np.isin(i, np.arange(120, 157)).any() and (i >= 0).all()
+    v1, i1, a1 = sh.search(q[0], 500, allow_partial=True, retries=0)  # padded to min(k, N), id -1
+    assert v1.shape == (N,) and (i1[-37:] == -1).all() and np.isneginf(v1[-37:]).all() and a1.shape == (5,)
+
+
+def test_deterministic_errors_are_not_retried(built, hook):
+    sh = built("int8", "even")
+    calls = []
+
+    def bad(i, method):
+        calls.append(i)
+        if i == 0:
+            raise ValueError("shard 0 no longer matches")
+
+    hook(bad)
+    with pytest.raises(ShardError, match="shard 0") as ei:
+        sh.search(_queries(X), 3, retries=5)
+    assert ei.value.attempts == 1 and calls.count(0) == 1
+
+
+# --------------------------------------------------------------------------- manifest
+def _rewrite(path, **changes):
+    doc = json.loads(open(path).read())
+    for key, val in changes.items():
+        if key[:5] == "shard" and key[5].isdigit():  # shard<i>_<field>
+            doc["shards"][int(key[5])][key[7:]] = val
+        else:
+            doc[key] = val
+    open(path, "w").write(json.dumps(doc))
+
+
+@pytest.fixture
+def small(client, tmp_path):
+    sh = build_sharded(X, tmp_path / "m", shard_sizes=[100, 200], precision="int8", client=client)
+    sh.close()
+    return tmp_path / "m" / "manifest.json"
+
+
+def test_manifest_round_trip(small):
+    m = read_manifest(small.parent)
+    assert m.kind == "index" and m.precision == "int8" and m.dim == DIM and m.count == N
+    assert [s.offset for s in m.shards] == [0, 100] and [s.count for s in m.shards] == [100, 200]
+    assert all(os.path.isabs(s.path) for s in m.shards)
+    assert json.loads(open(small).read())["shards"][0]["path"] == "shard-00000.qlx"  # stored relative
+    np.testing.assert_array_equal(m.ranges, quantlib.calibration_ranges(X))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(precision="uint8"), r"shard 0 .*precision 'int8' but the manifest says 'uint8'"),
+    (dict(dim=DIM + 1, ranges=None), r"shard 0 .*dim 24 but the manifest says 25"),
+    (dict(shard1_count=199, count=N - 1), r"shard 1 .*200 rows but the manifest says 199"),
+    (dict(shard0_bytes=12), r"shard 0 .*bytes but the manifest records 12"),
+    (dict(has_ids=True), r"has no ids"),
+    (dict(kind="pipeline"), r"needs precision 'ubinary'"),
+    (dict(shard0_offset=5), r"offset 5 is not the sum"),
+    (dict(count=N + 1), r"hold 300 rows but the manifest says count 301"),
+    (dict(version=[2, 0]), r"version \[2, 0\] is not supported"),
+    (dict(format="other"), r"not a quantlib sharded-index manifest"),
+    (dict(shards=[]), r"lists no shards"),
+    (dict(dim="24"), r"'dim' has the wrong type"),
+    (dict(ranges=[[0.0]]), r"ranges must be a finite 2 x 24"),
+])
+def test_manifest_mismatch_errors(client, small, change, match):
+    _rewrite(small, **change)
+    with pytest.raises(ManifestError, match=match):
+        open_sharded(small, client)
+
+
+def test_manifest_missing_shard_and_garbage(client, small):
+    os.remove(small.parent / "shard-00001.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 \(.*shard-00001\.qlx\): file is missing"):
+        open_sharded(small.parent, client)
+    small.write_text("{not json")
+    with pytest.raises(ManifestError, match="not a JSON manifest"):
+        read_manifest(small)
+    with pytest.raises(FileNotFoundError):
+        read_manifest(small.parent / "nowhere.json")
+
+
+def test_worker_side_check_when_client_skips_files(client, small):
+    """check_files=False: the actor still checks the file it opens."""
+    _rewrite(small, precision="uint8")
+    with pytest.raises(ManifestError, match="precision"):
+        open_sharded(small, client, check_files=False)
+
+
+def test_write_manifest_from_existing_files(client, tmp_path):
+    r = quantlib.calibration_ranges(X)
+    paths = []
+    for j, (a, b) in enumerate([(0, 90), (90, 90), (90, N)]):
+        idx = Index(DIM, "int8", ranges=r)
+        idx.add(X[a:b])
+        idx.save(tmp_path / f"part{j}.qlx")
+        paths.append(tmp_path / f"part{j}.qlx")
+    m = write_manifest(paths, tmp_path)
+    assert [s.count for s in m.shards] == [90, 0, 210]
+    with open_sharded(tmp_path, client) as sh:
+        _eq(sh.search(_queries(X), 7), _single_index("int8", r).search(_queries(X), 7))
+    other = Index(DIM, "int8", ranges=r * 2)
+    other.add(X[:5])
+    other.save(tmp_path / "other.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 .*calibration ranges differ"):
+        write_manifest([paths[0], tmp_path / "other.qlx"], tmp_path / "bad.json")
+    ub = Index(DIM, "ubinary")
+    ub.add(X[:5])
+    ub.save(tmp_path / "ub.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 .*precision 'ubinary'"):
+        write_manifest([paths[0], tmp_path / "ub.qlx"], tmp_path / "bad.json")
+    with pytest.raises(ManifestError, match="missing"):
+        write_manifest([tmp_path / "nope.qlx"], tmp_path / "bad.json")
+
+
+# --------------------------------------------------------------------------- argument checking
+def test_search_argument_errors(built):
+    sh = built("int8", "even")
+    q = _queries(X)
+    for bad_k in (0, -3):
+        with pytest.raises(ValueError, match="k must be >= 1"):
+            sh.search(q, bad_k)
+    for bad_k in (1.5, True, "3"):
+        with pytest.raises(TypeError, match="k must be a positive int"):
+            sh.search(q, bad_k)
+    with pytest.raises(ValueError, match="queries have 23 dims but the index has 24"):
+        sh.search(q[:, :23], 3)
+    with pytest.raises(ValueError, match="1-D .* or 2-D"):
+        sh.search(q[None], 3)
+    with pytest.raises(TypeError, match="queries must be float embeddings or int8 codes"):
+        sh.search(q.astype(np.complex64), 3)
+    with pytest.raises(ValueError, match="rescore_multiplier only applies"):
+        sh.search(q, 3, rescore_multiplier=2)
+    with pytest.raises(ValueError, match="retries must be an int >= 0"):
+        sh.search(q, 3, retries=-1)
+    with pytest.raises(TypeError, match="retries must be an int >= 0, got str"):
+        sh.search(q, 3, retries="1")
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        sh.search(q, 3, timeout=0)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None, got str"):
+        sh.search(q, 3, timeout="5s")
+    with pytest.raises(TypeError, match="allow_partial must be a bool"):
+        sh.search(q, 3, allow_partial="yes")
+    with pytest.raises(TypeError, match="stats must be a dict"):
+        sh.search(q, 3, stats=[])
+    pipe = built("pipeline", "even")
+    with pytest.raises(TypeError, match="queries must be float embeddings, got dtype int8"):
+        pipe.search(q.astype(np.int8), 3)
+    with pytest.raises(ValueError, match="queries have 23 dims but the sharded pipeline has 24"):
+        pipe.search(q[:, :23], 3)
+    with pytest.raises(ValueError, match="rescore_mode must be 'exact' or 'local'"):
+        pipe.search(q, 3, rescore_mode="fast")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pipe.search(np.full((1, DIM), np.nan, np.float32), 3)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(n_shards=2, shard_sizes=[150, 150]), ValueError, "not both"),
+    (dict(shard_sizes=[100, 100]), ValueError, r"sum to the 300 rows of data, got 200"),
+    (dict(shard_sizes=[400, -100]), ValueError, r"shard_sizes\[1\] must be an int >= 0"),
+    (dict(n_shards=0), ValueError, "n_shards must be >= 1"),
+    (dict(precision="int4"), ValueError, "precision must be one of"),
+    (dict(rescore=True, precision="int8"), ValueError, "retrieval precision is 'ubinary'"),
+    (dict(rescore=True, rescore_precision="binary"), ValueError, "rescore_precision must be one of"),
+    (dict(ranges=np.zeros((2, DIM))), ValueError, "ranges only apply to int8/uint8"),
+    (dict(precision="int8", ranges=np.zeros((3, DIM))), ValueError, r"ranges must have shape \(2, 24\)"),
+    (dict(ids=np.arange(5)), ValueError, r"ids must be a 1-D integer array of 300 ids"),
+    (dict(dim=30), ValueError, "dim=30 but data have 24 columns"),
+    (dict(client="tcp://x"), TypeError, "client must be a distributed.Client"),
+    (dict(chunk_size=0), ValueError, "chunk_size must be >= 1"),
+])
+def test_build_argument_errors(client, tmp_path, kwargs, exc, match):
+    kwargs.setdefault("client", client)
+    with pytest.raises(exc, match=match):
+        build_sharded(X, tmp_path, **kwargs)
+
+
+def test_build_data_errors(client, tmp_path):
+    with pytest.raises(ValueError, match=r"data must be 2-D \(N, d\), got shape \(2, 3, 4\)"):
+        build_sharded(np.zeros((2, 3, 4), np.float32), tmp_path, client=client)
+    with pytest.raises(TypeError, match="float embeddings for rescore=True, got int8 codes"):
+        build_sharded(np.zeros((4, 8), np.int8), tmp_path, rescore=True, client=client)
+    with pytest.raises(TypeError, match="float embeddings for precision='float32'"):
+        build_sharded(np.zeros((4, 8), np.uint8), tmp_path, precision="float32", client=client)
+    with pytest.raises(TypeError, match="got dtype <U1"):
+        build_sharded(np.array([["a"]]), tmp_path, client=client)
+    with pytest.raises(ValueError, match=r"dim=20 bits pack to 3 bytes but the codes have 4 bytes"):
+        build_sharded(np.zeros((4, 4), np.uint8), tmp_path, dim=20, client=client)
+    dx = da.from_array(X, chunks=(50, DIM))
+    with pytest.raises(ValueError, match="unknown shape .*compute_chunk_sizes"):
+        build_sharded(dx[dx[:, 0] > 0], tmp_path, client=client)
+    bad = X.copy()
+    bad[200, 3] = np.nan
+    with pytest.raises(ValueError, match=r"data rows \[200, 300\).*NaN"):
+        build_sharded(bad, tmp_path / "nan", shard_sizes=[200, 100], precision="int8", client=client)
+    assert not (tmp_path / "nan" / "manifest.json").exists()
+    build_sharded(X, tmp_path / "dup", n_shards=1, client=client).close()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        build_sharded(X, tmp_path / "dup", n_shards=1, client=client)
+    build_sharded(X[:10], tmp_path / "dup", n_shards=2, client=client, overwrite=True).close()
+    assert read_manifest(tmp_path / "dup").count == 10
+
+
+# --------------------------------------------------------------------------- import hygiene
+def test_import_quantlib_does_not_import_dask():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(quantlib.__file__)))
+    code = "import sys, quantlib; bad = [m for m in ('dask', 'distributed') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = ("import sys; sys.modules['distributed'] = None\n"
+            "try:\n    import quantlib.distributed\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert 'pip install "quantlib[dask]"' in out.stdout
+
+
+# --------------------------------------------------------------------------- a worker process dies
+def test_killed_worker_process(tmp_path):
+    """Worker processes; the worker serving shard 1 calls os._exit in the
+    middle of a query (once: a marker file). retries=1 -> the actor is
+    re-created on the surviving worker and the answer is exact; retries=0 ->
+    ShardError naming shard 1; allow_partial -> shard 1 marked missing."""
+    q = _queries(X)
+    single = _single_index("ubinary", None)
+    first = Index(DIM, "ubinary")  # shard 0 alone
+    first.add(X[:150])
+
+    def install(marker, shard):
+        import os as _os
+
+        import quantlib.distributed as _qd
+
+        def die_once(i, method):
+            if i == shard:
+                try:
+                    _os.close(_os.open(marker, _os.O_CREAT | _os.O_EXCL | _os.O_WRONLY))
+                except FileExistsError:
+                    return
+                _os._exit(17)
+
+        _qd._SHARD_CALL_HOOK = die_once
+
+    with _cluster(processes=True) as cluster, distributed.Client(cluster) as c:
+        build_sharded(X, tmp_path / "s", n_shards=2, client=c).close()
+        killed = set()  # addresses of the workers killed so far
+
+        def scenario(name):
+            import time
+
+            deadline = time.monotonic() + 60
+            while True:  # the nanny restarts a killed worker under a new address
+                info = c.scheduler_info(n_workers=-1)["workers"]
+                if len(info) == 2 and not killed & set(info) and all(w["status"] == "running" for w in info.values()):
+                    break
+                assert time.monotonic() < deadline, "the nanny did not restart the killed worker"
+                time.sleep(0.05)
+            marker = str(tmp_path / f"killed-{name}")
+            sh = open_sharded(tmp_path / "s", c)
+            locs = sh.locations()
+            assert len({loc["pid"] for loc in locs}) == 2  # one shard per worker process
+            killed.add(locs[1]["worker"])
+            c.run(install, marker, 1)
+            return sh, marker
+
+        sh, marker = scenario("retry")
+        st = {}
+        _eq(sh.search(q, 5, retries=1, stats=st), single.search(q, 5))
+        assert os.path.exists(marker) and st["retries"] == 1
+        _eq(sh.search(q, 5), single.search(q, 5))  # the replacement actor keeps serving
+        sh.close()
+
+        sh, marker = scenario("raise")
+        with pytest.raises(ShardError, match=r"shard 1 \(.*shard-00001\.qlx\)") as ei:
+            sh.search(q, 5, retries=0)
+        assert ei.value.shard == 1 and os.path.exists(marker)
+        sh.close()
+
+        sh, marker = scenario("partial")
+        v, i, answered = sh.search(q, 5, retries=0, allow_partial=True)
+        assert answered[:, 0].all() and not answered[:, 1].any()
+        _eq((v, i), first.search(q, 5))  # exactly the top 5 of shard 0's rows
+        sh.close()
