@@ -396,20 +396,22 @@ def op_rescore(fdp):
         bits = np.unpackbits(cn.view(np.uint8) ^ np.uint8(0x80 if precision == "binary" else 0),
                              axis=1)[:, :d].astype(np.float64)
         dense = bits
+        absdense = bits
     else:
         r = np.asarray(ranges, np.float32)
         start = r[0]
         step = (r[1] - start) / np.float32(255)
         step = np.where(step == 0, np.float32(1), step).astype(np.float32)
-        dense = (cn.astype(np.float64) + (128 if precision == "int8" else 0)) * step.astype(np.float64) \
-            + start.astype(np.float64)
+        scaled = (cn.astype(np.float64) + (128 if precision == "int8" else 0)) * step.astype(np.float64)
+        dense = scaled + start.astype(np.float64)
+        absdense = np.abs(scaled) + np.abs(start.astype(np.float64))  # no cancellation inside the bound
     full = np.full(c2.shape, -np.inf)
-    mag = np.zeros(c2.shape)  # sum |q| |dense|: the scale of the float64 rounding error
+    mag = np.zeros(c2.shape)  # sum |q| (|(c + off) step| + |start|): the scale of the float64 rounding error
     for i in range(c2.shape[0]):
         for t in range(c2.shape[1]):
             if c2[i, t] >= 0:
                 full[i, t] = dense[c2[i, t]] @ q2[i]
-                mag[i, t] = np.abs(dense[c2[i, t]]) @ np.abs(q2[i])
+                mag[i, t] = absdense[c2[i, t]] @ np.abs(q2[i])
     kk = c2.shape[1] if k is None else min(int(k), c2.shape[1])
     check(scores.shape[-1] == kk, f"rescore width {scores.shape} != {kk}")
     s2 = scores[None] if scores.ndim == 1 else scores
