@@ -60,6 +60,21 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
         primary = ~values if descending else values
     else:
         primary = -values if descending else values
+    m = values.shape[1]
+    if m > 2 * kk + 16 and values.shape[0] and not (values.dtype.kind in "fc" and np.isnan(primary).any()):
+        # Long rows (many shards / blocks): select first, sort only the survivors.
+        # Every entry whose key is <= the row's kk-th smallest key survives (ties
+        # at the threshold included, so the lower-id rule still sees all of them).
+        thr = np.partition(primary, kk - 1, axis=1)[:, kk - 1:kk]
+        keep = primary <= thr
+        width = int(keep.sum(axis=1).max())
+        if width <= m // 2:
+            cols = np.argsort(~keep, axis=1, kind="stable")[:, :width]  # survivors first (radix sort)
+            valid = np.take_along_axis(keep, cols, axis=1)
+            order = np.lexsort((np.take_along_axis(ids, cols, axis=1), np.take_along_axis(primary, cols, axis=1),
+                                ~valid), axis=-1)[:, :kk]
+            order = np.take_along_axis(cols, order, axis=1)
+            return np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
     order = np.lexsort((ids, primary), axis=-1)[:, :kk]
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(ids, order, axis=1)
 

@@ -120,3 +120,42 @@ def test_merge_rejects_bad_k(bad_k):
 def test_merge_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="one shape"):
         merge_topk(np.zeros((2, 3)), np.zeros((2, 4), np.int64), 2, descending=True)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize("k", [1, 3, 10, 40])
+def test_long_rows_select_then_sort_path(dtype, descending, k):
+    """Rows much longer than k take the partition + survivors path: it must
+    equal a full (value, id) sort, with heavy ties at the threshold, repeated
+    ids, NaN rows (full-sort fallback) and rows where every value ties."""
+    rng = np.random.default_rng(k * 7 + descending)
+    q, m = 9, 700
+    if np.dtype(dtype).kind == "f":
+        values = rng.integers(-4, 5, (q, m)).astype(dtype)
+        values[1, ::7] = np.inf
+        values[2, ::5] = -np.inf
+        values[3, 10] = np.nan  # NaN sorts last in both orders (as lexsort puts it)
+        values[4, :] = -0.0
+        values[4, ::2] = 0.0
+    else:
+        info = np.iinfo(dtype)
+        values = rng.choice(np.array([info.min, 0, 1, 2, info.max], dtype=dtype), size=(q, m))
+    values[5, :] = values[5, 0]  # one value everywhere: ids decide
+    ids = rng.integers(0, 300, (q, m)).astype(np.int64)  # repeated ids too
+    variants = [values]
+    if np.dtype(dtype).kind == "f":  # any NaN sends the whole batch to the full sort: test both paths
+        clean = values.copy()
+        clean[3, 10] = 1
+        variants.append(clean)
+    for values in variants:
+        got_v, got_i = merge_topk(values, ids, k, descending=descending)
+        if np.dtype(dtype).kind == "f":
+            key = -values if descending else values
+        else:
+            key = -values.astype(object) if descending else values.astype(object)  # exact, no wrap
+        for r in range(q):
+            order = sorted(range(m), key=lambda j: (np.isnan(values[r, j]), key[r, j] if not np.isnan(values[r, j])
+                                                    else 0, ids[r, j]))[:k]
+            np.testing.assert_array_equal(got_i[r], ids[r, order])
+            np.testing.assert_array_equal(got_v[r], values[r, order])
