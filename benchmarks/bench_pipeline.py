@@ -49,7 +49,7 @@ THREADS = int(os.environ.get("QL_BENCH_THREADS", "0")) or None
 TOP_K = 10
 MULT = 4
 QS = [1, 1000]
-ROUNDS = {1: int(os.environ.get("QL_BENCH_ROUNDS_Q1", "15")), 1000: int(os.environ.get("QL_BENCH_ROUNDS_Q1000", "3"))}
+ROUNDS = {1: int(os.environ.get("QL_BENCH_ROUNDS_Q1", "15")), 1000: int(os.environ.get("QL_BENCH_ROUNDS_Q1000", "5"))}
 _BLOCK = 65536
 
 _RESULTS: dict = {}
