@@ -48,6 +48,7 @@ quantlib never reads it, and it is safe to delete.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -172,42 +173,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_file(path: Union[str, os.PathLike], header: Header,
-               sections: Sequence[tuple]) -> int:
-    """Write a file atomically. ``sections`` is a list of
-    ``(SectionInfo(kind, dtype, rows, cols), source)``; offsets, sizes and
-    checksums are filled in here. Returns the file size."""
+@contextlib.contextmanager
+def atomic_open(path: Union[str, os.PathLike], mode: str = "wb", **kwargs):
+    """Open a temporary file next to ``path`` for writing; on a clean exit
+    flush + fsync it, ``os.replace`` it over ``path`` and fsync the directory;
+    on an exception delete it. Readers see the old file or the new one."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    infos = [s for s, _ in sections]
-    pos = _align(header_size(len(infos)))
-    for s in infos:
-        s.dtype = np.dtype(s.dtype).newbyteorder("<") if np.dtype(s.dtype).itemsize > 1 else np.dtype(s.dtype)
-        s.nbytes = s.rows * s.cols * s.dtype.itemsize
-        s.offset = pos
-        pos = _align(pos + s.nbytes) if s is not infos[-1] else pos + s.nbytes
-    total = pos if infos else _align(header_size(0))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"\0" * infos[0].offset)  # placeholder header + padding
-            for s, src in sections:
-                f.seek(s.offset)
-                crc = 0
-                written = 0
-                for mv in _iter_bytes(src, s.dtype):
-                    f.write(mv)
-                    crc = zlib.crc32(mv, crc)
-                    written += mv.nbytes
-                if written != s.nbytes:
-                    raise ValueError(f"internal: section {s.name} produced {written} bytes, expected {s.nbytes}")
-                s.crc32 = crc & 0xFFFFFFFF
-                pad = (_align(f.tell()) - f.tell()) if s is not infos[-1] else 0
-                if pad:
-                    f.write(b"\0" * pad)
-            f.truncate(total)
-            f.seek(0)
-            f.write(_pack_header(header, infos))
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -218,6 +194,41 @@ def write_file(path: Union[str, os.PathLike], header: Header,
             pass
         raise
     _fsync_dir(directory)
+
+
+def write_file(path: Union[str, os.PathLike], header: Header,
+               sections: Sequence[tuple]) -> int:
+    """Write a file atomically. ``sections`` is a list of
+    ``(SectionInfo(kind, dtype, rows, cols), source)``; offsets, sizes and
+    checksums are filled in here. Returns the file size."""
+    path = os.fspath(path)
+    infos = [s for s, _ in sections]
+    pos = _align(header_size(len(infos)))
+    for s in infos:
+        s.dtype = np.dtype(s.dtype).newbyteorder("<") if np.dtype(s.dtype).itemsize > 1 else np.dtype(s.dtype)
+        s.nbytes = s.rows * s.cols * s.dtype.itemsize
+        s.offset = pos
+        pos = _align(pos + s.nbytes) if s is not infos[-1] else pos + s.nbytes
+    total = pos if infos else _align(header_size(0))
+    with atomic_open(path, "wb") as f:
+        f.write(b"\0" * infos[0].offset)  # placeholder header + padding
+        for s, src in sections:
+            f.seek(s.offset)
+            crc = 0
+            written = 0
+            for mv in _iter_bytes(src, s.dtype):
+                f.write(mv)
+                crc = zlib.crc32(mv, crc)
+                written += mv.nbytes
+            if written != s.nbytes:
+                raise ValueError(f"internal: section {s.name} produced {written} bytes, expected {s.nbytes}")
+            s.crc32 = crc & 0xFFFFFFFF
+            pad = (_align(f.tell()) - f.tell()) if s is not infos[-1] else 0
+            if pad:
+                f.write(b"\0" * pad)
+        f.truncate(total)
+        f.seek(0)
+        f.write(_pack_header(header, infos))
     return total
 
 

@@ -104,7 +104,6 @@ import json
 import mmap as _mmap_mod
 import os
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -337,21 +336,8 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
 
 
 def _write_json_atomic(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    F._fsync_dir(directory)
+    with F.atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _file_ranges(path: str, h: F.Header) -> Optional[np.ndarray]:
