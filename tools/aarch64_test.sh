@@ -15,7 +15,7 @@ set -euo pipefail
 # shellcheck source=tools/_common.sh
 source "$(dirname "$0")/_common.sh"
 T0=$SECONDS
-K="${QL_ARM_K:-hamming or dot or pack or quantize}"
+K="${QL_ARM_K:-hamming or dot or pack or quantize or rescore}"
 A=/tmp/ql-arm64
 R=$A/root
 SITE=$A/site
