@@ -473,7 +473,14 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
     if c.ndim == 0:
         raise ValueError("codes must have at least one dimension (..., d), got a 0-d array")
     r = _coerce_ranges(ranges, c.shape[-1])
-    starts, steps = _steps(r)
+    with np.errstate(over="ignore"):
+        starts, steps = _steps(r)
+    if not np.isfinite(steps).all():
+        j = int(np.flatnonzero(~np.isfinite(steps))[0])
+        lo = float(np.broadcast_to(r[0], steps.shape).reshape(-1)[j])
+        hi = float(np.broadcast_to(r[1], steps.shape).reshape(-1)[j])
+        raise ValueError(f"ranges are too wide for float32: (max - min) / 255 overflows at dim {j} "
+                         f"(min {lo:g}, max {hi:g})")
     v = c.astype(np.float64)
     if precision == "int8":
         v += 128

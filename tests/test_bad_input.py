@@ -280,6 +280,9 @@ case(F, "precision 'binary'", lambda: dq(I8, "binary", R), Raises(ValueError, "p
 case(F, "codes uint8 for precision int8", lambda: dq(U8, "int8", R), Raises(TypeError, "codes must have dtype int8"))
 case(F, "codes float32", lambda: dq(X, "uint8", R), Raises(TypeError, "codes must have dtype uint8"))
 case(F, "0-d codes", lambda: dq(np.int8(3), "int8", R), Raises(ValueError, "codes must have at least one dimension"))
+case(F, "finite ranges whose (max - min) / 255 overflows float32", lambda: dq(U8, "uint8", np.stack(
+    [np.full(U8.shape[1], 3e38, np.float32), np.full(U8.shape[1], -3e38, np.float32)])),
+    Raises(ValueError, "ranges are too wide for float32"))
 case(F, "mismatched ranges (2, 8) for d=16", lambda: dq(I8, "int8", R[:, :8]), Raises(ValueError, r"ranges must have shape \(2, 16\)"))
 case(F, "ranges +inf", lambda: dq(I8, "int8", with_inf(R)), Raises(ValueError, "ranges must be finite"))
 case(F, "codes None", lambda: dq(None, "int8", R), Raises(TypeError, "codes must have dtype int8"))
