@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .demo import CLIError
+from .demo import CLIError, write_figure
 
 BENCH_EXTRA = 'pip install "quantlib[bench]"'
 
@@ -206,12 +206,14 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
     step[step == 0] = 1
     step = step.astype(np.float64)
 
-    def np_pipeline():
-        cand = np_hamming_topk(q_bin, c_bits_f, c_pop, k * multiplier)
+    def np_rescore(cand):  # dequantize the candidates' int8 rows, score, keep the best k
         deq = (c_i8[cand].astype(np.float64) + 128.0) * step + start
         scores = np.einsum("ij,ikj->ik", queries.astype(np.float64), deq)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)
+
+    def np_pipeline():
+        return np_rescore(np_hamming_topk(q_bin, c_bits_f, c_pop, k * multiplier))
 
     time_it(task, "numpy", np_pipeline)
     del c_bits_f
@@ -223,11 +225,7 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
             note="rescores with its binary codes, not int8")
     if faiss:
         def faiss_pipeline():  # the blog's recommended pipeline: faiss binary search, int8 rows rescored
-            _, cand = bidx.search(q_ub, k * multiplier)
-            deq = (c_i8[cand].astype(np.float64) + 128.0) * step + start
-            scores = np.einsum("ij,ikj->ik", queries.astype(np.float64), deq)
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)
+            return np_rescore(bidx.search(q_ub, k * multiplier)[1])
 
         time_it(task, "faiss binary + numpy int8 rescore", faiss_pipeline)
     return res
@@ -283,13 +281,7 @@ def save_plot(res: List[Result], path: str, title: str) -> None:
         ax.set_xlim(0, max(ms) * 1.3)
     axes[-1, 0].set_xlabel("median time (ms), lower is better", fontsize=8)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise CLIError(f"cannot write plot {path}: {e.strerror or e}")
-    finally:
-        plt.close(fig)
+    write_figure(plt, fig, path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -560,6 +560,11 @@ def save_plot(rows: List[Row], path: str, title: str, top_k: int) -> None:
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    write_figure(plt, fig, path)
+
+
+def write_figure(plt, fig, path: str) -> None:
+    """Lay out, save and close a matplotlib figure; a write failure is a CLIError."""
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)
