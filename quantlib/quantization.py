@@ -459,6 +459,21 @@ def _self_ranges_nd(x: np.ndarray, precision: str) -> np.ndarray:
     return np.vstack((np.min(x, axis=0), np.max(x, axis=0)))
 
 
+def _dequantization_steps(r: np.ndarray):
+    """(starts, steps) of coerced ranges for dequantizing (and rescoring)
+    codes; unlike quantization (which mirrors upstream), a step that
+    overflows float32 is an error rather than silent inf/NaN values."""
+    with np.errstate(over="ignore"):
+        starts, steps = _steps(r)
+    if not np.isfinite(steps).all():
+        j = int(np.flatnonzero(~np.isfinite(steps))[0])
+        lo = float(np.broadcast_to(r[0], steps.shape).reshape(-1)[j])
+        hi = float(np.broadcast_to(r[1], steps.shape).reshape(-1)[j])
+        raise ValueError(f"ranges are too wide for float32: (max - min) / 255 overflows at dim {j} "
+                         f"(min {lo:g}, max {hi:g})")
+    return starts, steps
+
+
 def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray) -> np.ndarray:
     """Map int8/uint8 codes back to float64 bucket floors: ``(code [+128]) * step + min``.
 
@@ -472,15 +487,7 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
         raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")
     if c.ndim == 0:
         raise ValueError("codes must have at least one dimension (..., d), got a 0-d array")
-    r = _coerce_ranges(ranges, c.shape[-1])
-    with np.errstate(over="ignore"):
-        starts, steps = _steps(r)
-    if not np.isfinite(steps).all():
-        j = int(np.flatnonzero(~np.isfinite(steps))[0])
-        lo = float(np.broadcast_to(r[0], steps.shape).reshape(-1)[j])
-        hi = float(np.broadcast_to(r[1], steps.shape).reshape(-1)[j])
-        raise ValueError(f"ranges are too wide for float32: (max - min) / 255 overflows at dim {j} "
-                         f"(min {lo:g}, max {hi:g})")
+    starts, steps = _dequantization_steps(_coerce_ranges(ranges, c.shape[-1]))
     v = c.astype(np.float64)
     if precision == "int8":
         v += 128

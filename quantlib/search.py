@@ -448,9 +448,9 @@ def rescore(
             raise ValueError(f"codes have {c.shape[1]} dims but queries have {d}")
         if ranges is None:
             raise ValueError(f"ranges is required to dequantize {precision} codes (the (2, {d}) ranges they were quantized with)")
-        from .quantization import _coerce_ranges, _steps
+        from .quantization import _coerce_ranges, _dequantization_steps
 
-        starts, steps = _steps(_coerce_ranges(to_numpy(ranges, "ranges"), d))
+        starts, steps = _dequantization_steps(_coerce_ranges(to_numpy(ranges, "ranges"), d))
         w = np.ascontiguousarray(q64 * steps.astype(np.float64))
         bias = q64 @ starts.astype(np.float64)  # int8 codes: the kernel reads c + 128
         signed = precision == "int8"

@@ -409,6 +409,8 @@ case(F, "NaN in queries", lambda: rs(with_nan(X), B, CAND, precision="binary"), 
 case(F, "-inf in queries", lambda: rs(with_inf(X, -np.inf), I8, CAND, precision="int8", ranges=R),
      Raises(ValueError, "queries contain NaN or infinite"))
 case(F, "int8 queries", lambda: rs(I8, B, CAND, precision="binary"), Raises(TypeError, "queries must be float embeddings"))
+case(F, "finite ranges whose (max - min) / 255 overflows float32", lambda: rs(X, I8, CAND, precision="int8", ranges=np.stack(
+    [np.full(16, 3e38, np.float32), np.full(16, -3e38, np.float32)])), Raises(ValueError, "ranges are too wide for float32"))
 case(F, "huge finite queries (float64 overflow)", lambda: rs(np.full((6, 16), 1e308), B, CAND, precision="binary"),
      Raises(ValueError, "queries are too large"))
 case(F, "float32 codes", lambda: rs(X, X, CAND, precision="int8", ranges=R), Raises(TypeError, "codes must have dtype int8"))
