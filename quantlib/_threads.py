@@ -43,6 +43,20 @@ def split_range(n: int, parts: int, align: int = 1) -> List[Tuple[int, int]]:
     return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
+def _reset_after_fork() -> None:
+    """In a forked child the pool object survives but its threads do not:
+    forget it (and the lock, which a parent thread may have held at fork
+    time), so the child's first threaded call starts a fresh pool instead of
+    waiting forever for workers that do not exist."""
+    global _POOL, _POOL_LOCK
+    _POOL = None
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
