@@ -9,7 +9,7 @@ Layout, version 1.0::
     offset  size  field
     0       8     magic            b"\\x89QLIDX\\r\\n"  (binary marker; catches text-mode mangling)
     8       2     version_major    uint16 = 1 (a reader rejects any other major)
-    10      2     version_minor    uint16 = 0 (additive changes only)
+    10      2     version_minor    uint16 = 0 (see "Versions" below)
     12      4     header_size      uint32 = 48 + 48 * n_sections + 4
     16      4     file_kind        uint32: 1 = Index, 2 = RescorePipeline
     20      4     precision        uint32: 0 float32, 1 int8, 2 uint8, 3 binary, 4 ubinary
@@ -39,26 +39,45 @@ verified when a section is read into memory (``mmap=False``) or when
 the point of mapping it), so a bit flip inside mapped codes is only caught
 with ``verify=True``.
 
+Versions: a reader rejects any major version but its own. A newer minor
+version may only add flags or section kinds; a reader opens a file of a newer
+minor version as long as the file uses none of them, and otherwise rejects it
+with a message naming both versions (upgrade quantlib to read it).
+
+Reads are consistent: ``load_index`` opens the path once and reads the header
+and every section (or maps them) through that one descriptor, so a load that
+races an atomic save sees the old file or the new one, never a mix. Only
+regular files are read (a FIFO or a device is rejected before it is read, so
+a load never blocks on one).
+
 Writes are atomic: a temporary file in the destination directory, flush,
 fsync, ``os.replace``, fsync of the directory. A crash leaves either the old
 file or the new one, never a torn one (``tests/test_crash_safety.py`` kills
 writers with SIGKILL at random points to show it). A writer killed mid-save
 can leave its temporary file (``.<name>.<random>.tmp``) in the directory:
-quantlib never reads it, and it is safe to delete.
+quantlib never reads it, and it is safe to delete. New files get the mode
+``0666 & ~umask`` like any file the process creates (the temporary file is
+created with that mode, so the umask applies); saving over an existing file
+keeps that file's permission bits. Saving through a symbolic link replaces the
+link's target (the link stays); a path that exists and is not a regular file
+(a directory, FIFO, socket or device) is refused.
 """
 from __future__ import annotations
 
 import contextlib
+import errno as _errno
 import os
+import secrets
+import stat
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Sequence, Union
+from typing import IO, Dict, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-__all__ = ["FormatError", "MAGIC", "VERSION", "Header", "SectionInfo", "write_file", "read_header", "read_section"]
+__all__ = ["FormatError", "MAGIC", "VERSION", "Header", "SectionInfo", "write_file", "read_header", "read_section",
+           "open_read", "atomic_open"]
 
 MAGIC = b"\x89QLIDX\r\n"
 VERSION = (1, 0)
@@ -121,6 +140,7 @@ class Header:
     sections: Dict[int, SectionInfo] = field(default_factory=dict)
     file_size: int = 0
     version: tuple = VERSION
+    header_crc: int = 0  # CRC32 of the header, which covers every section's CRC: the file's content identity
 
 
 def _align(n: int) -> int:
@@ -173,25 +193,97 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _name_max(directory: str) -> int:
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - non-POSIX
+        return 255
+
+
+def _resolve_target(path: str) -> str:
+    """The file a save to ``path`` replaces: the path itself, or the final
+    target of a symbolic link (so saving through a link updates what it points
+    to and keeps the link). Refuses a path that exists and is not a regular
+    file (replacing a FIFO, socket, device or directory would be a surprise)."""
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise ValueError(f"path {path!r} exists and is {what}; quantlib saves only to regular files (remove it or "
+                         "choose another path)")
+    return target
+
+
+def _create_temp(directory: str, base: str) -> "tuple[int, str]":
+    """Create a new temporary file in ``directory`` with mode 0666 (the umask
+    applies, as for any new file); its name stays within NAME_MAX even for a
+    long ``base``."""
+    room = max(1, _name_max(directory) - len(".." + "0" * 16 + ".tmp"))
+    stem = base if len(base) <= room else base[:room]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{stem}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+    raise FileExistsError(_errno.EEXIST, "could not create a unique temporary file", directory)  # pragma: no cover
+
+
+def _user_error(exc: OSError, path: str) -> OSError:
+    """The same OSError, naming the user's path instead of the temporary file."""
+    new = type(exc)(exc.errno, f"{exc.strerror or exc} (while saving; nothing was written to this path)", path) \
+        if exc.errno is not None else type(exc)(f"{exc} (while saving {path!r})")
+    return new
+
+
 @contextlib.contextmanager
-def atomic_open(path: Union[str, os.PathLike], mode: str = "wb", **kwargs):
+def atomic_open(path: Union[str, os.PathLike], mode: str = "wb", **kwargs) -> Iterator[IO]:
     """Open a temporary file next to ``path`` for writing; on a clean exit
     flush + fsync it, ``os.replace`` it over ``path`` and fsync the directory;
-    on an exception delete it. Readers see the old file or the new one."""
+    on an exception delete it. Readers see the old file or the new one.
+
+    The new file gets mode ``0666 & ~umask``, or the permission bits of the
+    regular file it replaces. A symbolic link at ``path`` is written through
+    (its target is replaced). A ``path`` that exists and is not a regular file
+    raises ``ValueError``. An ``OSError`` names ``path``, not the temporary file.
+    """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    target = _resolve_target(path)
+    directory = os.path.dirname(os.path.abspath(target))
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
+        keep_mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        keep_mode = None
+    try:
+        fd, tmp = _create_temp(directory, os.path.basename(target))
+    except OSError as exc:
+        raise _user_error(exc, path) from exc
+    try:
+        try:
+            if keep_mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(fd, keep_mode)
+            f = os.fdopen(fd, mode, **kwargs)
+        except BaseException:
+            os.close(fd)
+            raise
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and getattr(exc, "filename", None) in (tmp, None):
+            raise _user_error(exc, path) from exc
         raise
     _fsync_dir(directory)
 
@@ -236,14 +328,52 @@ def _fail(path: str, msg: str) -> FormatError:
     return FormatError(f"{path}: {msg}")
 
 
-def read_header(path: Union[str, os.PathLike]) -> Header:
-    """Read and validate the header and section table (nothing else)."""
+def open_read(path: Union[str, os.PathLike]) -> IO[bytes]:
+    """Open a quantlib file for reading: one descriptor for the header and
+    every section. Refuses anything but a regular file before reading a byte
+    (a FIFO would block forever, a device is never an index)."""
     path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO must not wait for a writer
     try:
-        size = os.path.getsize(path)
-    except OSError:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else
+                    "a socket" if stat.S_ISSOCK(st.st_mode) else "a device")
+            raise _fail(path, f"is {what}, not a regular file; quantlib reads index files only")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
         raise
-    with open(path, "rb") as f:
+
+
+@contextlib.contextmanager
+def _reading(src: Union[str, os.PathLike, IO[bytes]]) -> Iterator[IO[bytes]]:
+    """``src`` as an open binary file: opened (and closed) here for a path,
+    used as it is for a file."""
+    if hasattr(src, "read"):
+        yield src  # type: ignore[misc]
+    else:
+        with open_read(src) as f:  # type: ignore[arg-type]
+            yield f
+
+
+def _name_of(src) -> str:
+    return getattr(src, "name", None) if hasattr(src, "read") else os.fspath(src)
+
+
+def read_header(src: Union[str, os.PathLike, IO[bytes]], path: "str | None" = None) -> Header:
+    """Read and validate the header and section table (nothing else).
+
+    ``src`` is a path or a binary file from :func:`open_read` (then every
+    later :func:`read_section` of the same file object reads the same file,
+    whatever happens to the path meanwhile); ``path`` names it in errors."""
+    path = path if path is not None else str(_name_of(src))
+    with _reading(src) as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(0)
         if size < _FIXED.size:
             raise _fail(path, f"file is {size} bytes, shorter than the {_FIXED.size}-byte quantlib header "
                               "(truncated or not a quantlib index)")
@@ -254,8 +384,11 @@ def read_header(path: Union[str, os.PathLike]) -> Header:
         if vmaj != VERSION[0]:
             raise _fail(path, f"unsupported format version {vmaj}.{vmin}; this quantlib reads version "
                               f"{VERSION[0]}.x")
+        newer = (f" (the file is format version {vmaj}.{vmin}, newer than the {VERSION[0]}.{VERSION[1]} this "
+                 "quantlib writes: it uses a feature added since; upgrade quantlib to read it)") \
+            if vmin > VERSION[1] else ""
         if not 1 <= nsec <= MAX_SECTIONS:
-            raise _fail(path, f"invalid section count {nsec} (expected 1..{MAX_SECTIONS})")
+            raise _fail(path, f"invalid section count {nsec} (expected 1..{MAX_SECTIONS}){newer}")
         if hsize != header_size(nsec):
             raise _fail(path, f"header size {hsize} does not match {nsec} sections ({header_size(nsec)})")
         if hsize > size:
@@ -268,11 +401,11 @@ def read_header(path: Union[str, os.PathLike]) -> Header:
         if zlib.crc32(body) & 0xFFFFFFFF != crc:
             raise _fail(path, "header checksum mismatch (corrupted header)")
         if fkind not in FILE_KINDS:
-            raise _fail(path, f"unknown file kind {fkind}")
+            raise _fail(path, f"unknown file kind {fkind}{newer}")
         if prec not in PRECISION_NAMES:
-            raise _fail(path, f"unknown precision code {prec}")
+            raise _fail(path, f"unknown precision code {prec}{newer}")
         if flags & ~_KNOWN_FLAGS:
-            raise _fail(path, f"unknown flags 0x{flags:x}")
+            raise _fail(path, f"unknown flags 0x{flags:x}{newer}")
         if not 1 <= dim <= MAX_DIM:
             raise _fail(path, f"dimension {dim} out of range [1, {MAX_DIM}]")
         if count > MAX_COUNT:
@@ -283,11 +416,11 @@ def read_header(path: Union[str, os.PathLike]) -> Header:
         for i in range(nsec):
             kind, dcode, rows, cols, off, nbytes, scrc = _ENTRY.unpack_from(rest, i * _ENTRY.size)
             if kind not in SECTION_NAMES:
-                raise _fail(path, f"section {i}: unknown kind {kind}")
+                raise _fail(path, f"section {i}: unknown kind {kind}{newer}")
             if kind in sections:
                 raise _fail(path, f"section {i}: duplicate {SECTION_NAMES[kind]} section")
             if dcode not in DTYPE_BY_CODE:
-                raise _fail(path, f"section {i}: unknown dtype code {dcode}")
+                raise _fail(path, f"section {i}: unknown dtype code {dcode}{newer}")
             dt = DTYPE_BY_CODE[dcode]
             want = rows * cols * dt.itemsize  # Python ints: cannot overflow
             if want != nbytes:
@@ -312,10 +445,9 @@ def read_header(path: Union[str, os.PathLike]) -> Header:
                 f.seek(a)
                 if f.read(b - a).strip(b"\0"):
                     raise _fail(path, f"non-zero padding bytes in [{a}, {b})")
-    h = Header(fkind, PRECISION_NAMES[prec], dim, count, flags, sections, size, (vmaj, vmin))
+    h = Header(fkind, PRECISION_NAMES[prec], dim, count, flags, sections, size, (vmaj, vmin), crc)
     _check_shapes(path, h)
     return h
-
 
 
 def _width(precision: str, dim: int) -> int:
@@ -370,27 +502,33 @@ def _crc_of(arr: np.ndarray) -> int:
     return crc & 0xFFFFFFFF
 
 
-def read_section(path: Union[str, os.PathLike], s: SectionInfo, *, mmap: bool, verify: bool) -> np.ndarray:
+def read_section(src: Union[str, os.PathLike, IO[bytes]], s: SectionInfo, *, mmap: bool, verify: bool,
+                 path: "str | None" = None) -> np.ndarray:
     """Return the section as a (rows, cols) array: a read-only np.memmap when
     ``mmap`` (and the section is not empty), else an in-memory array whose
-    checksum is always verified. ``verify`` also checks mapped sections."""
-    path = os.fspath(path)
+    checksum is always verified. ``verify`` also checks mapped sections.
+
+    ``src`` is a path or the file object :func:`read_header` read (pass the
+    same one for every section so they all come from one file)."""
+    path = path if path is not None else str(_name_of(src))
     shape = (s.rows, s.cols)
     if s.nbytes == 0:
         arr = np.zeros(shape, s.dtype)
         if s.crc32 != 0:
             raise _fail(path, f"{s.name} section checksum mismatch (corrupted data)")
         return arr
-    if mmap:
-        arr = np.memmap(path, dtype=s.dtype, mode="r", offset=s.offset, shape=shape)
-    else:
-        arr = np.empty(shape, s.dtype)
-        with open(path, "rb") as f:
+    with _reading(src) as f:
+        if os.fstat(f.fileno()).st_size < s.offset + s.nbytes:
+            raise _fail(path, f"{s.name} section: the file is shorter than its header says (truncated while open)")
+        if mmap:
+            arr = np.memmap(f, dtype=s.dtype, mode="r", offset=s.offset, shape=shape)
+        else:
+            arr = np.empty(shape, s.dtype)
             f.seek(s.offset)
             got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
-        if got != s.nbytes:
-            raise _fail(path, f"{s.name} section: short read ({got} of {s.nbytes} bytes; file changed?)")
-        verify = True
+            if got != s.nbytes:
+                raise _fail(path, f"{s.name} section: short read ({got} of {s.nbytes} bytes; file changed?)")
+            verify = True
     if verify and _crc_of(arr) != s.crc32:
         raise _fail(path, f"{s.name} section checksum mismatch (corrupted data)")
     if s.dtype.itemsize > 1 and not s.dtype.isnative:

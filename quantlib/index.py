@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _format as F
 from ._format import FormatError
-from ._validate import as_2d, check_k, check_precision, to_numpy
+from ._validate import as_2d, check_ids, check_k, check_precision, to_numpy
 from .quantization import _coerce_ranges, quantize_embeddings
 from .search import search as _search
 
@@ -69,6 +69,14 @@ def _write_index_file(path: Union[str, os.PathLike], precision: str, dim: int, c
     if ranges is not None:
         sections.append((F.SectionInfo(F.SEC_RANGES, np.float32, 2, dim), ranges))
     return F.write_file(path, header, sections)
+
+
+def _check_finite(a: np.ndarray, name: str, what: str) -> None:
+    """ValueError naming the first row of ``a`` that holds a non-finite value."""
+    ok = np.isfinite(a).all(axis=1) if a.ndim == 2 else np.isfinite(a)
+    if not ok.all():
+        r = int(np.flatnonzero(~ok)[0])
+        raise ValueError(f"{name} contains {what} (first in row {r}); a float32 index needs finite embeddings")
 
 
 class Index:
@@ -112,6 +120,7 @@ class Index:
         self._lock = threading.Lock()
         self._readonly = False
         self._path: Optional[str] = None
+        self._file_crc: Optional[int] = None  # header CRC of the file this index was loaded from
 
     # ------------------------------------------------------------ properties
     @property
@@ -180,7 +189,12 @@ class Index:
         if p == "float32":
             if arr2.dtype.kind not in "fiu" or arr2.dtype in (np.int8, np.uint8):
                 raise TypeError(f"{name} must be float embeddings for a float32 index, got dtype {arr2.dtype}")
-            out = np.ascontiguousarray(arr2, dtype=np.float32)
+            if arr2.dtype.kind == "f":
+                _check_finite(arr2, name, "NaN or infinite values")
+            with np.errstate(over="ignore"):  # reported just below
+                out = np.ascontiguousarray(arr2, dtype=np.float32)
+            if arr2.dtype.itemsize > 4 or arr2.dtype.kind != "f":
+                _check_finite(out, name, f"values that overflow float32 (beyond ±3.4e38 as {arr2.dtype})")
             width = out.shape[1]
         elif arr2.dtype in (np.int8, np.uint8):
             out = _to_dtype(arr2, self._dtype)
@@ -197,9 +211,10 @@ class Index:
                     raise ValueError(f"{name} have {arr2.shape[1]} dims but the index has {self._dim}")
                 out = quantize_embeddings(arr2, p, ranges=self._ranges, threads=threads)
             else:
-                if (arr2.shape[1] + 7) // 8 != self._width:
-                    raise ValueError(f"{name} have {arr2.shape[1]} dims ({(arr2.shape[1] + 7) // 8} bytes packed) "
-                                     f"but the index stores {self._width}-byte codes ({self._dim} dims)")
+                if arr2.shape[1] != self._dim:
+                    # compare dims, not packed bytes: 16 float dims must not go into a 10-bit index
+                    raise ValueError(f"{name} have {arr2.shape[1]} dims but the index has {self._dim} "
+                                     f"({self._width} bytes per packed code)")
                 out = quantize_embeddings(arr2, p, threads=threads)
             width = out.shape[1]
         if width != self._width:
@@ -228,14 +243,7 @@ class Index:
         m = codes.shape[0]
         new_ids = None
         if ids is not None:
-            a = to_numpy(ids, "ids")
-            if a.ndim != 1 or a.shape[0] != m:
-                raise ValueError(f"ids must be a 1-D array of {m} ints, got shape {a.shape}")
-            if a.dtype.kind not in "iu" and not (a.size == 0):
-                raise TypeError(f"ids must be integers, got dtype {a.dtype}")
-            if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
-                raise ValueError("ids must fit in int64")
-            new_ids = a.astype(np.int64)
+            new_ids = check_ids(ids, m, "ids")
         if m == 0:
             return
         with self._lock:
@@ -318,22 +326,24 @@ class Index:
         return _write_index_file(path, self._precision, self._dim, codes.shape[0], codes, ids, self._ranges)
 
     @classmethod
-    def _from_file(cls, path: str, h: F.Header, mmap: bool, verify: bool) -> "Index":
+    def _from_file(cls, f, path: str, h: F.Header, mmap: bool, verify: bool) -> "Index":
+        """Build from the open file ``f`` whose header ``h`` was read."""
         ranges = None
         if h.flags & F.FLAG_RANGES:
-            ranges = F.read_section(path, h.sections[F.SEC_RANGES], mmap=False, verify=True)
+            ranges = F.read_section(f, h.sections[F.SEC_RANGES], mmap=False, verify=True, path=path)
             if not np.isfinite(ranges).all():
                 raise FormatError(f"{path}: stored ranges are not finite")
-        codes = F.read_section(path, h.sections[F.SEC_CODES], mmap=mmap, verify=verify)
+        codes = F.read_section(f, h.sections[F.SEC_CODES], mmap=mmap, verify=verify, path=path)
         ids = None
         if h.flags & F.FLAG_IDS:
-            ids = F.read_section(path, h.sections[F.SEC_IDS], mmap=mmap, verify=verify)
+            ids = F.read_section(f, h.sections[F.SEC_IDS], mmap=mmap, verify=verify, path=path)
         idx = cls(h.dim, h.precision, ranges)
         idx._buf = codes
         idx._idbuf = ids
         idx._n = h.count
         idx._path = os.path.abspath(path)
         idx._readonly = bool(mmap)  # also when empty (nothing is actually mapped then)
+        idx._file_crc = h.header_crc
         return idx
 
 
@@ -370,9 +380,12 @@ def load_index(path: Union[str, os.PathLike], mmap: bool = True, *, verify: bool
     SIGBUS on access, as for any memory map.
     """
     path = os.fspath(path)
-    h = F.read_header(path)
-    if h.file_kind == F.KIND_PIPELINE:
-        from .pipeline import RescorePipeline
+    # one descriptor for the header and every section: a load racing an atomic
+    # save (os.replace) reads the old file or the new one, never parts of both
+    with F.open_read(path) as f:
+        h = F.read_header(f, path)
+        if h.file_kind == F.KIND_PIPELINE:
+            from .pipeline import RescorePipeline
 
-        return RescorePipeline._from_file(path, h, mmap, verify)
-    return Index._from_file(path, h, mmap, verify)
+            return RescorePipeline._from_file(f, path, h, mmap, verify)
+        return Index._from_file(f, path, h, mmap, verify)

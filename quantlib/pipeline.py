@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _format as F
 from ._format import FormatError
-from ._validate import as_2d, check_k, check_precision, to_numpy
+from ._validate import as_2d, check_ids, check_k, check_precision, to_numpy
 from .quantization import _coerce_ranges, _ranges_from, _self_ranges, calibration_ranges, quantize_embeddings
 from .search import rescore as _rescore
 from .search import search as _search
@@ -81,6 +81,7 @@ class RescorePipeline:
         self.rescore_codes = rescore_codes
         self.rescore_precision = rescore_precision
         self.path = path
+        self._file_crc: Optional[int] = None  # header CRC of the file this pipeline was loaded from
 
     def __len__(self) -> int:
         return self.binary_codes.shape[0]
@@ -141,12 +142,7 @@ class RescorePipeline:
         chunk_size = check_k(chunk_size, "chunk_size")
         id_arr = None
         if ids is not None:
-            id_arr = to_numpy(ids, "ids")
-            if id_arr.shape != (n,) or id_arr.dtype.kind not in "iu":
-                raise ValueError(f"ids must be a 1-D integer array of {n} ids, got {id_arr.dtype} {id_arr.shape}")
-            if id_arr.dtype == np.uint64 and n and id_arr.max() > np.iinfo(np.int64).max:
-                raise ValueError("ids must fit in int64")
-            id_arr = id_arr.astype(np.int64).reshape(n, 1)
+            id_arr = check_ids(ids, n, "ids").reshape(n, 1)
         if ranges is not None:
             r = _coerce_ranges(to_numpy(ranges, "ranges"), d)
         elif calibration_embeddings is not None:
@@ -195,25 +191,29 @@ class RescorePipeline:
         codes are always read into RAM (checksum verified); the int8 codes
         are memory-mapped when ``mmap`` (default) or read into RAM."""
         path = os.fspath(path)
-        h = F.read_header(path)
-        if h.file_kind != F.KIND_PIPELINE:
-            raise FormatError(f"{path}: not a RescorePipeline file (it holds a {F.FILE_KINDS[h.file_kind]})")
-        return cls._from_file(path, h, mmap, verify)
+        with F.open_read(path) as f:  # header and sections from one descriptor: never a mix of two files
+            h = F.read_header(f, path)
+            if h.file_kind != F.KIND_PIPELINE:
+                raise FormatError(f"{path}: not a RescorePipeline file (it holds a {F.FILE_KINDS[h.file_kind]})")
+            return cls._from_file(f, path, h, mmap, verify)
 
     @classmethod
-    def _from_file(cls, path: str, h: F.Header, mmap: bool, verify: bool) -> "RescorePipeline":
-        ranges = F.read_section(path, h.sections[F.SEC_RANGES], mmap=False, verify=True)
+    def _from_file(cls, f, path: str, h: F.Header, mmap: bool, verify: bool) -> "RescorePipeline":
+        """Build from the open file ``f`` whose header ``h`` was read."""
+        ranges = F.read_section(f, h.sections[F.SEC_RANGES], mmap=False, verify=True, path=path)
         if not np.isfinite(ranges).all():
             raise FormatError(f"{path}: stored ranges are not finite")
-        binary = F.read_section(path, h.sections[F.SEC_CODES], mmap=False, verify=True)
+        binary = F.read_section(f, h.sections[F.SEC_CODES], mmap=False, verify=True, path=path)
         sec = h.sections[F.SEC_RESCORE]
-        rescore_codes = F.read_section(path, sec, mmap=mmap, verify=verify)
+        rescore_codes = F.read_section(f, sec, mmap=mmap, verify=verify, path=path)
         prec = "int8" if sec.dtype == np.int8 else "uint8"
         binary = binary.view(np.uint8) if h.precision == "ubinary" else (binary.view(np.uint8) ^ np.uint8(0x80))
         ids = None
         if h.flags & F.FLAG_IDS:
-            ids = F.read_section(path, h.sections[F.SEC_IDS], mmap=mmap, verify=verify)
-        return cls(h.dim, ranges, binary, rescore_codes, os.path.abspath(path), prec, ids)
+            ids = F.read_section(f, h.sections[F.SEC_IDS], mmap=mmap, verify=verify, path=path)
+        pipe = cls(h.dim, ranges, binary, rescore_codes, os.path.abspath(path), prec, ids)
+        pipe._file_crc = h.header_crc
+        return pipe
 
     def save(self, path: Union[str, os.PathLike]) -> int:
         """Write a copy of this pipeline to ``path`` atomically (streams the
