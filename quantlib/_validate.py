@@ -65,6 +65,29 @@ def check_k(k: Any, name: str = "k") -> int:
     return k
 
 
+def check_ids(ids: Any, m: int, name: str = "ids") -> np.ndarray:
+    """User ids for ``m`` rows -> a (m,) int64 array (a copy).
+
+    Integers only (floats would be truncated), within int64, and never -1:
+    -1 marks an empty result slot (in rescoring candidates and in the padded
+    results of a partial sharded search), so a row with id -1 would be
+    indistinguishable from no row at all."""
+    a = to_numpy(ids, name)
+    if a.ndim != 1 or a.shape[0] != m:
+        raise ValueError(f"{name} must be a 1-D array of {m} ints (one per row), got shape {a.shape}")
+    if a.dtype.kind not in "iu" and a.size:
+        raise TypeError(f"{name} must be integers, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64, got max {a.max()}")
+    out = a.astype(np.int64)
+    if out.size:
+        bad = np.flatnonzero(out == -1)
+        if bad.size:
+            raise ValueError(f"{name} must not contain -1 (it marks an empty result slot), found at position "
+                             f"{int(bad[0])}")
+    return out
+
+
 def check_precision(precision: Any, allowed=SEARCH_PRECISIONS, name: str = "precision") -> str:
     if not isinstance(precision, str) or precision not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(repr(p) for p in allowed)}, got {precision!r}")

@@ -29,6 +29,10 @@ __all__ = ["search", "hamming_distance", "int8_dot", "rescore", "merge_topk"]
 _PARALLEL_MIN_WORK = 1 << 22
 # Corpus rows per BLAS block for float32 search (bounds the score buffer).
 _FLOAT_BLOCK = 16384
+# Queries per pass of the float32 search: the scratch (a score block and the
+# selection's temporaries, ~12 bytes per score) stays below ~100 MiB whatever
+# the number of queries.
+_FLOAT_QUERY_BLOCK = 512
 
 
 # ------------------------------------------------------------------ merging
@@ -45,12 +49,15 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
     values = np.asarray(values)
     if ids is None:
         raise TypeError("ids must be an integer array, got None")
-    try:
-        ids = np.asarray(ids, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"ids must be an integer array: {exc}") from None
+    ids = to_numpy(ids, "ids")
     if values.shape != ids.shape or values.ndim != 2:
         raise ValueError(f"values and ids must be 2-D arrays of one shape, got {values.shape} and {ids.shape}")
+    if ids.dtype.kind not in "iu" and ids.size:
+        # a float id would be truncated silently (2.7 -> 2)
+        raise TypeError(f"ids must be an integer array, got dtype {ids.dtype}")
+    if ids.dtype == np.uint64 and ids.size and ids.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"ids must fit in int64, got max {ids.max()}")
+    ids = ids.astype(np.int64, copy=False)
     kk = min(k, values.shape[1])
     if values.shape[1] == 0:
         return values[:, :0], ids[:, :0]
@@ -115,8 +122,22 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
     return merge_topk(vals, idx, kk, descending=not binary)
 
 
-def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int):
-    """Inner-product top-k with numpy BLAS, exact ordering rules."""
+def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optional[np.ndarray] = None):
+    """Inner-product top-k with numpy BLAS, exact ordering rules; the queries
+    go through in blocks so the scratch memory does not grow with them."""
+    nq = q.shape[0]
+    if nq > _FLOAT_QUERY_BLOCK:
+        kk = min(k, c.shape[0])
+        vals = np.empty((nq, kk), np.float32)
+        idx = np.empty((nq, kk), np.int64)
+        for a in range(0, nq, _FLOAT_QUERY_BLOCK):
+            b = min(nq, a + _FLOAT_QUERY_BLOCK)
+            vals[a:b], idx[a:b] = _float_topk_block(q[a:b], c, k, c_src)
+        return vals, idx
+    return _float_topk_block(q, c, k, c_src)
+
+
+def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.ndarray] = None):
     nq = q.shape[0]
     nc = c.shape[0]
     kk = min(k, nc)
@@ -131,7 +152,11 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int):
             # overflowed score (+-inf) no longer ranks by its true value
             bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
             if bad.size:
-                raise ValueError(f"corpus contains NaN or infinite values (e.g. row {s + int(bad[0])})")
+                r = s + int(bad[0])
+                if c_src is not None and c_src is not c and np.isfinite(c_src[r]).all():
+                    raise ValueError(f"corpus row {r} overflows float32 (a {c_src.dtype} value beyond ±3.4e38 "
+                                     "becomes infinite); scale the embeddings down")
+                raise ValueError(f"corpus contains NaN or infinite values (e.g. row {r})")
             raise ValueError("float32 inner products overflowed (|query . row| beyond 3.4e38, first in corpus rows "
                              f"{s}..{s + block.shape[0] - 1}); scale the embeddings down")
         b = scores.shape[1]
@@ -225,8 +250,9 @@ def search(
         check_same_width(q2, c, precision)
         if not np.isfinite(q2).all():
             raise ValueError("queries contain NaN or infinite values")
-        qf = contiguous(q2, np.float32)
-        cf = contiguous(c, np.float32)
+        with np.errstate(over="ignore"):  # overflow is reported below as ValueError
+            qf = contiguous(q2, np.float32)
+            cf = contiguous(c, np.float32)
         if not np.isfinite(qf).all():
             raise ValueError("queries overflow float32 (values beyond ±3.4e38 become infinite)")
         nq, nc = qf.shape[0], cf.shape[0]
@@ -235,7 +261,7 @@ def search(
             vals = np.zeros((nq, min(k, nc)), np.float32)
             idx = np.broadcast_to(np.arange(vals.shape[1], dtype=np.int64), vals.shape).copy()
         else:
-            vals, idx = _float_topk(qf, cf, k, t)
+            vals, idx = _float_topk(qf, cf, k, t, c_src=c)
     else:
         check_codes(q2, precision, "queries")
         check_codes(c, precision, "corpus")
@@ -423,11 +449,14 @@ def rescore(
     if cand.shape[0] != q2.shape[0]:
         raise ValueError(f"candidates has {cand.shape[0]} rows but there are {q2.shape[0]} queries")
     n = c.shape[0]
-    ids = np.ascontiguousarray(cand, dtype=np.int64)
+    # a private copy: the kernel reads these ids without the GIL, so another
+    # thread writing the caller's array after the bounds check below must not
+    # be able to turn a checked id into an out-of-bounds read
+    ids = np.array(cand, dtype=np.int64, order="C", copy=True)
     if ids.size and (ids.max() >= n or ids.min() < -1):
         raise ValueError(f"candidates must be in [0, {n}) or -1 for an empty slot; got min {ids.min()}, max {ids.max()}")
     d = q2.shape[1]
-    q64 = np.ascontiguousarray(q2, dtype=np.float64)
+    q64 = np.array(q2, dtype=np.float64, order="C", copy=True)  # private, like ids
     if not np.isfinite(q64).all():
         raise ValueError("queries contain NaN or infinite values")
     nq, m = ids.shape

@@ -107,7 +107,10 @@ def test_errors():
     b = Index(20, "ubinary")
     with pytest.raises(ValueError, match="bytes"):
         b.add(np.ones((1, 30), np.float32))
-    b.add(np.ones((1, 17), np.float32))  # 17 dims pack into the same 3 bytes
+    with pytest.raises(ValueError, match="17 dims but the index has 20"):
+        b.add(np.ones((1, 17), np.float32))  # same 3 packed bytes, but padding bits would be counted
+    b.add(np.ones((1, 20), np.float32))
+    b.add(np.ones((1, 3), np.uint8))  # codes are taken by their byte width
     with pytest.raises(TypeError):
         Index(4, "float32").add(np.ones((1, 4), np.int8))
     with pytest.raises(ValueError):
