@@ -380,6 +380,9 @@ def load_index(path: Union[str, os.PathLike], mmap: bool = True, *, verify: bool
     SIGBUS on access, as for any memory map.
     """
     path = os.fspath(path)
+    for name, flag in (("mmap", mmap), ("verify", verify)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
     # one descriptor for the header and every section: a load racing an atomic
     # save (os.replace) reads the old file or the new one, never parts of both
     with F.open_read(path) as f:

@@ -191,6 +191,9 @@ class RescorePipeline:
         codes are always read into RAM (checksum verified); the int8 codes
         are memory-mapped when ``mmap`` (default) or read into RAM."""
         path = os.fspath(path)
+        for name, flag in (("mmap", mmap), ("verify", verify)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {type(flag).__name__} {flag!r}")
         with F.open_read(path) as f:  # header and sections from one descriptor: never a mix of two files
             h = F.read_header(f, path)
             if h.file_kind != F.KIND_PIPELINE:

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._validate import check_k, to_numpy
 from .index import Index
 from .quantization import _ranges_from, _self_ranges, quantize_embeddings
 from .search import rescore as _rescore
@@ -120,6 +121,8 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
     allowed, message = _BACKENDS[backend]
     if corpus_precision not in allowed:
         raise ValueError(message)
+    top_k = check_k(top_k, "top_k")
+    rescore_multiplier = check_k(rescore_multiplier, "rescore_multiplier")
 
     if corpus_index is None:
         corpus_index = _build_index(corpus_embeddings, corpus_precision, ranges, calibration_embeddings)
@@ -129,9 +132,7 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
             # quantlib extension: an index carries the ranges it was built with
             ranges = corpus_index.ranges
 
-    q = query_embeddings
-    if not isinstance(q, np.ndarray):
-        q = np.asarray(q)
+    q = to_numpy(query_embeddings, "query_embeddings")
     if q.ndim == 1:  # upstream fails on 1-D queries; quantlib treats them as one query
         q = q[None, :]
     if q.ndim != 2:

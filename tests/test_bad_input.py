@@ -471,6 +471,143 @@ case(F, "uint8 values, descending", lambda: mt(np.array([[0, 5, 200]], np.uint8)
 case(F, "values None", lambda: mt(None, ID, 2, descending=False), Raises(ValueError, "values and ids must be 2-D"))
 case(F, "ids None", lambda: mt(V, None, 2, descending=False), Raises(TypeError, "ids must be an integer array"))
 
+# ---- Index(dim, precision, ranges) and its methods
+from quantlib import Index, RescorePipeline, load_index  # noqa: E402
+
+def _ix(precision="ubinary", dim=16, ranges=None, rows=X):
+    idx = Index(dim, precision, ranges)
+    if rows is not None:
+        idx.add(rows)
+    return idx
+
+
+def _saved(obj, name):
+    path = os.path.join(_TMP, name)
+    obj.save(path)
+    return path
+
+
+def _write(name, data: bytes):
+    path = os.path.join(_TMP, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+F = "Index"
+case(F, "dim=0", lambda: Index(0), Raises(ValueError, "dim must be >= 1"))
+case(F, "dim=1.5", lambda: Index(1.5), Raises(TypeError, "dim must be a positive int"))
+case(F, "dim='16'", lambda: Index("16"), Raises(TypeError, "dim must be a positive int"))
+case(F, "precision 'float16'", lambda: Index(16, "float16"), Raises(ValueError, "precision must be one of"))
+case(F, "precision None", lambda: Index(16, None), Raises(ValueError, "precision must be one of"))
+case(F, "ranges for ubinary", lambda: Index(16, "ubinary", ranges=R), Raises(ValueError, "ranges only apply to int8/uint8"))
+case(F, "ranges of another dim", lambda: Index(16, "int8", ranges=R[:, :8]), Raises(ValueError, r"ranges must have shape \(2, 16\)"))
+case(F, "ranges with NaN", lambda: Index(16, "int8", ranges=np.full((2, 16), np.nan)), Raises(ValueError, "ranges must be finite"))
+F = "Index.add"
+case(F, "x None", lambda: _ix().add(None), Raises(TypeError, "x must be a numpy array"))
+case(F, "x 3-D", lambda: _ix().add(X[None]), Raises(ValueError, "x must be 1-D .* or 2-D"))
+case(F, "x complex64", lambda: _ix().add(X.astype(np.complex64)), Raises(TypeError, "x must be float embeddings or uint8 codes"))
+case(F, "float x of 17 dims into a 20-dim binary index (same 3 packed bytes)",
+     lambda: Index(20, "ubinary").add(np.ones((1, 17), np.float32)), Raises(ValueError, "x have 17 dims but the index has 20"))
+case(F, "codes of another width", lambda: _ix().add(np.zeros((1, 3), np.uint8)),
+     Raises(ValueError, "x have 3 bytes per vector but the index has 2"))
+case(F, "float x, int8 index without ranges", lambda: _ix("int8", rows=None).add(X), Raises(ValueError, "no ranges, so float x"))
+case(F, "NaN row, float32 index", lambda: _ix("float32", rows=None).add(with_nan(X)),
+     Raises(ValueError, r"x contains NaN or infinite values \(first in row 1\)"))
+case(F, "float64 beyond float32, float32 index", lambda: _ix("float32", rows=None).add(X.astype(np.float64) * 1e300),
+     Raises(ValueError, "x contains values that overflow float32"))
+case(F, "int8 codes, float32 index", lambda: _ix("float32", rows=None).add(I8), Raises(TypeError, "x must be float embeddings for a float32 index"))
+case(F, "ids of another length", lambda: _ix(rows=None).add(X, ids=[1, 2]), Raises(ValueError, "ids must be a 1-D array of 6 ints"))
+case(F, "ids 2-D", lambda: _ix(rows=None).add(X, ids=np.zeros((6, 1), np.int64)), Raises(ValueError, "ids must be a 1-D array"))
+case(F, "ids float", lambda: _ix(rows=None).add(X, ids=np.arange(6) * 1.5), Raises(TypeError, "ids must be integers"))
+case(F, "ids uint64 beyond int64", lambda: _ix(rows=None).add(X, ids=np.full(6, 2**63, np.uint64)), Raises(ValueError, "ids must fit in int64"))
+case(F, "id -1 (the empty-slot marker)", lambda: _ix(rows=None).add(X, ids=[0, 1, 2, 3, 4, -1]),
+     Raises(ValueError, "ids must not contain -1"))
+case(F, "threads=0", lambda: _ix(rows=None).add(X, threads=0), Raises(ValueError, "threads must be >= 1"))
+case(F, "memory-mapped index", lambda: load_index(_saved(_ix(), "ro.qlx")).add(X), Raises(ValueError, "memory-mapped read-only"))
+case(F, "NaN float x, binary index", lambda: _ix(rows=None).add(with_nan(X)),
+     Defined("bit 0 (NaN > 0 is false), as quantize_embeddings", lambda o: None))
+F = "Index.search"
+case(F, "k=0", lambda: _ix().search(X, 0), Raises(ValueError, "k must be >= 1"))
+case(F, "k='3'", lambda: _ix().search(X, "3"), Raises(TypeError, "k must be a positive int"))
+case(F, "k > len", lambda: _ix().search(X, 100), shapes((6, 6), (6, 6), what="len(index) columns"))
+case(F, "float queries of another dim", lambda: _ix().search(X[:, :15], 1), Raises(ValueError, "queries have 15 dims but the index has 16"))
+case(F, "codes of another width", lambda: _ix().search(np.zeros((1, 3), np.uint8), 1),
+     Raises(ValueError, "queries have 3 bytes per vector but the index has 2"))
+case(F, "NaN queries, float32 index", lambda: _ix("float32").search(with_nan(X), 1), Raises(ValueError, "queries contains NaN or infinite"))
+case(F, "NaN queries, int8 index", lambda: _ix("int8", ranges=R).search(with_nan(X), 1), Raises(ValueError, "embeddings contains 1 NaN"))
+case(F, "threads=-1", lambda: _ix().search(X, 1, threads=-1), Raises(ValueError, "threads must be >= 1"))
+case(F, "empty index", lambda: _ix(rows=None).search(X, 3), shapes((6, 0), (6, 0), what="(Q, 0)"))
+F = "Index.save"
+case(F, "path None", lambda: _ix().save(None), Raises(TypeError, "expected str, bytes or os.PathLike"))
+case(F, "directory does not exist", lambda: _ix().save(os.path.join(_TMP, "no", "x.qlx")),
+     Raises(FileNotFoundError, r"while saving.*no/x\.qlx"))
+case(F, "path is a directory", lambda: _ix().save(_TMP), Raises(ValueError, "exists and is a directory"))
+if hasattr(os, "mkfifo"):
+    def _fifo():
+        p = os.path.join(_TMP, "fifo.qlx")
+        if not os.path.exists(p):
+            os.mkfifo(p)
+        return p
+    case(F, "path is a FIFO", lambda: _ix().save(_fifo()), Raises(ValueError, "exists and is a FIFO"))
+    case("load_index", "a FIFO (would block)", lambda: load_index(_fifo()), Raises(quantlib.FormatError, "is a FIFO, not a regular file"))
+F = "load_index"
+case(F, "missing file", lambda: load_index(os.path.join(_TMP, "missing.qlx")), Raises(FileNotFoundError, "missing.qlx"))
+case(F, "a text file", lambda: load_index(_write("t.txt", b"hello")), Raises(quantlib.FormatError, "shorter than the 48-byte quantlib header"))
+case(F, "an empty file", lambda: load_index(_write("e.qlx", b"")), Raises(quantlib.FormatError, "file is 0 bytes"))
+case(F, "not a quantlib file", lambda: load_index(_write("n.qlx", b"x" * 200)), Raises(quantlib.FormatError, "not a quantlib index file"))
+case(F, "a directory", lambda: load_index(_TMP), Raises(quantlib.FormatError, "is a directory, not a regular file"))
+case(F, "mmap='yes'", lambda: load_index(_saved(_ix(), "m.qlx"), mmap="yes"), Raises(TypeError, "mmap must be True or False"))
+case(F, "verify=1", lambda: load_index(_saved(_ix(), "v.qlx"), verify=1), Raises(TypeError, "verify must be True or False"))
+F = "RescorePipeline.build"
+PP = os.path.join(_TMP, "pipe.qlx")
+case(F, "int8 embeddings", lambda: RescorePipeline.build(I8, PP), Raises(TypeError, "embeddings must be float embeddings"))
+case(F, "1-D embeddings", lambda: RescorePipeline.build(X[0], PP), Raises(ValueError, "embeddings must be 2-D"))
+case(F, "NaN embeddings (self-calibrated)", lambda: RescorePipeline.build(with_nan(X), PP), Raises(ValueError, "contains 1 NaN"))
+case(F, "chunk_size=0", lambda: RescorePipeline.build(X, PP, chunk_size=0), Raises(ValueError, "chunk_size must be >= 1"))
+case(F, "rescore_precision='binary'", lambda: RescorePipeline.build(X, PP, rescore_precision="binary"),
+     Raises(ValueError, "rescore_precision must be one of 'int8', 'uint8'"))
+case(F, "ranges of another dim", lambda: RescorePipeline.build(X, PP, ranges=R[:, :3]), Raises(ValueError, r"ranges must have shape \(2, 16\)"))
+case(F, "no rows, no ranges", lambda: RescorePipeline.build(X[:0], PP), Raises(ValueError, "cannot compute ranges from 0 embeddings"))
+case(F, "one row, no ranges", lambda: RescorePipeline.build(X[:1], PP), Raises(ValueError, "single embedding"))
+case(F, "ids of another length", lambda: RescorePipeline.build(X, PP, ids=[1, 2]), Raises(ValueError, "ids must be a 1-D array of 6 ints"))
+case(F, "ids float", lambda: RescorePipeline.build(X, PP, ids=np.arange(6) * 0.5), Raises(TypeError, "ids must be integers"))
+case(F, "id -1", lambda: RescorePipeline.build(X, PP, ids=[-1, 1, 2, 3, 4, 5]), Raises(ValueError, "ids must not contain -1"))
+F = "RescorePipeline.search"
+def _pipe():
+    return RescorePipeline.build(X, os.path.join(_TMP, "ps.qlx"), ranges=R)
+case(F, "top_k=0", lambda: _pipe().search(X, 0), Raises(ValueError, "top_k must be >= 1"))
+case(F, "rescore_multiplier=0", lambda: _pipe().search(X, 2, 0), Raises(ValueError, "rescore_multiplier must be >= 1"))
+case(F, "queries of another dim", lambda: _pipe().search(X[:, :8], 2), Raises(ValueError, "queries have 8 dims but the pipeline has 16"))
+case(F, "int8 queries", lambda: _pipe().search(I8, 2), Raises(TypeError, "queries must be float embeddings"))
+case(F, "NaN queries", lambda: _pipe().search(with_nan(X), 2), Raises(ValueError, "queries contain NaN or infinite"))
+case(F, "+inf queries", lambda: _pipe().search(with_inf(X), 2), Raises(ValueError, "queries contain NaN or infinite"))
+case(F, "threads=0", lambda: _pipe().search(X, 2, threads=0), Raises(ValueError, "threads must be >= 1"))
+case(F, "top_k > len", lambda: _pipe().search(X, 50), shapes((6, 6), (6, 6), what="len(pipeline) columns"))
+F = "RescorePipeline.load"
+case(F, "an Index file", lambda: RescorePipeline.load(_saved(_ix(), "i.qlx")), Raises(quantlib.FormatError, "not a RescorePipeline file"))
+case("RescorePipeline.save", "over its own mapped file", lambda: (lambda p: p.save(p.path))(_pipe()),
+     Raises(ValueError, "cannot save a pipeline over its own memory-mapped file"))
+# ---- semantic_search (quantlib's; the faiss/usearch drop-ins keep upstream's messages: tests/test_semantic_parity.py)
+ss = quantlib.semantic_search
+F = "semantic_search"
+case(F, "no corpus", lambda: ss(X), Raises(ValueError, "Either corpus_embeddings or corpus_index"))
+case(F, "corpus twice", lambda: ss(X, X, corpus_index=_ix("float32")), Raises(ValueError, "Only corpus_embeddings or corpus_index"))
+case(F, "corpus_precision 'int4'", lambda: ss(X, X, corpus_precision="int4"), Raises(ValueError, "corpus_precision must be"))
+case(F, "top_k=0", lambda: ss(X, X, top_k=0), Raises(ValueError, "top_k must be >= 1"))
+case(F, "rescore_multiplier=0", lambda: ss(X, U, corpus_precision="ubinary", rescore_multiplier=0),
+     Raises(ValueError, "rescore_multiplier must be >= 1"))
+case(F, "query_embeddings a str", lambda: ss("abc", X), Raises(TypeError, "query_embeddings must be a numpy array"))
+case(F, "query_embeddings 3-D", lambda: ss(X[None], X), Raises(ValueError, "query_embeddings must be 2-D"))
+case(F, "queries of another dim", lambda: ss(X[:, :8], X), Raises(ValueError, "query_embeddings have 8 dims per vector but the index has 16"))
+case(F, "NaN queries, float32 corpus", lambda: ss(with_nan(X), X), Raises(ValueError, "query_embeddings contains NaN"))
+case(F, "a foreign corpus_index", lambda: ss(X, corpus_index=object()), Raises(TypeError, "takes a quantlib.Index as corpus_index"))
+case(F, "corpus_index of another precision", lambda: ss(X, corpus_index=_ix("float32"), corpus_precision="ubinary"),
+     Raises(ValueError, "corpus_index stores 'float32' codes but corpus_precision='ubinary'"))
+case(F, "ranges of another dim", lambda: ss(X, X, corpus_precision="int8", ranges=R[:, :3]), Raises(ValueError, r"ranges must have shape \(2, 16\)"))
+case(F, "threads=0", lambda: ss(X, X, threads=0), Raises(ValueError, "threads must be >= 1"))
+case(F, "top_k > corpus", lambda: ss(X, X, top_k=50), Defined("6 hits per query", lambda o: all(len(r) == 6 for r in o[0]) or None))
+
 # ---- kernel level selection
 F = "set_isa"
 case(F, "unknown level 'sse9'", lambda: quantlib.set_isa("sse9"), Raises(ValueError, "unknown ISA level 'sse9'"))
@@ -530,7 +667,7 @@ def render() -> str:
                 _run(c)
                 res = "(no error raised)"
             except BaseException as exc:  # noqa: BLE001 - we document whatever happens
-                msg = str(exc).replace("|", "\\|").replace("\n", " ")
+                msg = str(exc).replace(_TMP, "<tmp>").replace("|", "\\|").replace("\n", " ")
                 if c.func == "set_isa":  # the level lists depend on the machine
                     msg = re.sub(r"\[[^\]]*\]", "[...]", msg)
                 if len(msg) > 160:
