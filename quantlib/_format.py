@@ -76,6 +76,8 @@ from typing import IO, Dict, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
+from . import _precision as P
+
 __all__ = ["FormatError", "MAGIC", "VERSION", "Header", "SectionInfo", "write_file", "read_header", "read_section",
            "open_read", "atomic_open"]
 
@@ -93,7 +95,7 @@ KIND_INDEX = 1
 KIND_PIPELINE = 2
 FILE_KINDS = {KIND_INDEX: "Index", KIND_PIPELINE: "RescorePipeline"}
 
-PRECISION_CODES = {"float32": 0, "int8": 1, "uint8": 2, "binary": 3, "ubinary": 4}
+PRECISION_CODES = {p.name: p.file_code for p in P.PRECISIONS.values()}  # from the registry
 PRECISION_NAMES = {v: k for k, v in PRECISION_CODES.items()}
 
 SEC_CODES = 1
@@ -450,12 +452,10 @@ def read_header(src: Union[str, os.PathLike, IO[bytes]], path: "str | None" = No
     return h
 
 
-def _width(precision: str, dim: int) -> int:
-    return (dim + 7) // 8 if precision in ("binary", "ubinary") else dim
-
-
-_CODE_DTYPE = {"float32": np.dtype("<f4"), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8),
-               "binary": np.dtype(np.int8), "ubinary": np.dtype(np.uint8)}
+def _code_dtype(precision: str) -> np.dtype:
+    """The on-disk (little-endian) dtype of a precision's codes."""
+    dt = P.PRECISIONS[precision].code_dtype
+    return dt.newbyteorder("<") if dt.itemsize > 1 else dt
 
 
 def _expect(path: str, h: Header, kind: int, dtype, rows: int, cols: int) -> None:
@@ -469,7 +469,8 @@ def _expect(path: str, h: Header, kind: int, dtype, rows: int, cols: int) -> Non
 
 def _check_shapes(path: str, h: Header) -> None:
     allowed = {SEC_CODES}
-    _expect(path, h, SEC_CODES, _CODE_DTYPE[h.precision], h.count, _width(h.precision, h.dim))
+    prec = P.PRECISIONS[h.precision]
+    _expect(path, h, SEC_CODES, _code_dtype(h.precision), h.count, prec.width(h.dim))
     if h.flags & FLAG_IDS:
         _expect(path, h, SEC_IDS, "<i8", h.count, 1)
         allowed.add(SEC_IDS)
@@ -477,16 +478,16 @@ def _check_shapes(path: str, h: Header) -> None:
         _expect(path, h, SEC_RANGES, "<f4", 2, h.dim)
         allowed.add(SEC_RANGES)
     if h.file_kind == KIND_PIPELINE:
-        if h.precision not in ("binary", "ubinary"):
+        if not prec.is_bits:
             raise _fail(path, f"pipeline retrieval codes must be binary/ubinary, got {h.precision}")
         if not h.flags & FLAG_RANGES:
             raise _fail(path, "pipeline file without calibration ranges")
         s = h.sections.get(SEC_RESCORE)
-        if s is None or s.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        if s is None or s.dtype not in {P.PRECISIONS[n].code_dtype for n in P.where(family="scalar")}:
             raise _fail(path, "pipeline file without int8/uint8 rescore codes section")
         _expect(path, h, SEC_RESCORE, s.dtype, h.count, h.dim)
         allowed.add(SEC_RESCORE)
-    elif h.precision in ("float32", "binary", "ubinary") and h.flags & FLAG_RANGES:
+    elif not prec.needs_ranges and h.flags & FLAG_RANGES:
         raise _fail(path, f"ranges stored for a {h.precision} index")
     extra = set(h.sections) - allowed
     if extra:

@@ -8,13 +8,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-CODE_DTYPES = {
-    "binary": np.dtype(np.int8),
-    "ubinary": np.dtype(np.uint8),
-    "int8": np.dtype(np.int8),
-    "uint8": np.dtype(np.uint8),
-}
-SEARCH_PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+from . import _precision as P
+
+SEARCH_PRECISIONS = P.NAMES
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -89,14 +85,13 @@ def check_ids(ids: Any, m: int, name: str = "ids") -> np.ndarray:
 
 
 def check_precision(precision: Any, allowed=SEARCH_PRECISIONS, name: str = "precision") -> str:
-    if not isinstance(precision, str) or precision not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(repr(p) for p in allowed)}, got {precision!r}")
-    return precision
+    """The name of a registered precision among ``allowed``; ValueError otherwise."""
+    return P.get(precision, allowed, name).name
 
 
 def infer_precision(x: np.ndarray, name: str) -> str:
     if x.dtype.kind == "f":
-        return "float32"
+        return P.where(family="float")[0]
     if x.dtype == np.int8:
         raise ValueError(
             f"precision is ambiguous for int8 {name}: pass precision='binary' (packed bits from "
@@ -113,7 +108,7 @@ def infer_precision(x: np.ndarray, name: str) -> str:
 
 
 def check_codes(x: np.ndarray, precision: str, name: str) -> np.ndarray:
-    want = CODE_DTYPES[precision]
+    want = P.PRECISIONS[precision].code_dtype
     if x.dtype != want:
         hint = ""
         if x.dtype.kind == "f":
@@ -123,9 +118,7 @@ def check_codes(x: np.ndarray, precision: str, name: str) -> np.ndarray:
 
 
 def width_desc(width: int, precision: str) -> str:
-    if precision in ("binary", "ubinary"):
-        return f"{width} bytes per code ({width * 8} bits)"
-    return f"{width} dims"
+    return P.PRECISIONS[precision].width_desc(width)
 
 
 def check_same_width(q: np.ndarray, c: np.ndarray, precision: str,

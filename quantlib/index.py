@@ -31,20 +31,16 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 
 from . import _format as F
+from . import _precision as P
 from ._format import FormatError
-from ._validate import as_2d, check_ids, check_k, check_precision, to_numpy
+from ._validate import as_2d, check_ids, check_k, to_numpy
 from .quantization import _coerce_ranges, quantize_embeddings
-from .search import search as _search
+from ._threads import resolve_threads
+from .search import _topk
 
 __all__ = ["Index", "load_index", "FormatError"]
 
-_CODE_DTYPE = {"float32": np.dtype(np.float32), "int8": np.dtype(np.int8), "uint8": np.dtype(np.uint8),
-               "binary": np.dtype(np.int8), "ubinary": np.dtype(np.uint8)}
 _SIBLING = {np.dtype(np.int8): np.dtype(np.uint8), np.dtype(np.uint8): np.dtype(np.int8)}
-
-
-def _width(precision: str, dim: int) -> int:
-    return (dim + 7) // 8 if precision in ("binary", "ubinary") else dim
 
 
 def _to_dtype(codes: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -63,7 +59,8 @@ def _write_index_file(path: Union[str, os.PathLike], precision: str, dim: int, c
     or (count, 1) int64 array. Returns the file size."""
     flags = (F.FLAG_IDS if ids is not None else 0) | (F.FLAG_RANGES if ranges is not None else 0)
     header = F.Header(F.KIND_INDEX, precision, dim, count, flags)
-    sections = [(F.SectionInfo(F.SEC_CODES, _CODE_DTYPE[precision], count, _width(precision, dim)), codes)]
+    rec = P.PRECISIONS[precision]
+    sections = [(F.SectionInfo(F.SEC_CODES, rec.code_dtype, count, rec.width(dim)), codes)]
     if ids is not None:
         sections.append((F.SectionInfo(F.SEC_IDS, np.int64, count, 1), ids))
     if ranges is not None:
@@ -102,14 +99,17 @@ class Index:
     """
 
     def __init__(self, dim: int, precision: str = "ubinary", ranges: Optional[Any] = None):
-        precision = check_precision(precision, name="precision")
+        rec = P.get(precision, name="precision")
         dim = check_k(dim, "dim")
-        self._precision = precision
+        self._rec = rec
+        self._precision = rec.name
         self._dim = dim
-        self._width = _width(precision, dim)
-        self._dtype = _CODE_DTYPE[precision]
+        self._width = rec.width(dim)
+        self._dtype = rec.code_dtype
+        if rec.max_dim is not None and dim > rec.max_dim:
+            raise ValueError(f"{rec.name} dot products are exact in int32 up to {rec.max_dim} dims, got dim={dim}")
         if ranges is not None:
-            if precision not in ("int8", "uint8"):
+            if not rec.needs_ranges:
                 raise ValueError(f"ranges only apply to int8/uint8 indexes, not {precision!r}")
             ranges = _coerce_ranges(to_numpy(ranges, "ranges"), dim).copy()
             ranges.setflags(write=False)
@@ -185,8 +185,9 @@ class Index:
         """Float input -> codes of this index (quantized), codes -> as they are."""
         arr = to_numpy(x, name)
         arr2, was_1d = as_2d(arr, name)
-        p = self._precision
-        if p == "float32":
+        rec = self._rec
+        p = rec.name
+        if rec.is_float:
             if arr2.dtype.kind not in "fiu" or arr2.dtype in (np.int8, np.uint8):
                 raise TypeError(f"{name} must be float embeddings for a float32 index, got dtype {arr2.dtype}")
             if arr2.dtype.kind == "f":
@@ -202,7 +203,7 @@ class Index:
         else:
             if arr2.dtype.kind not in "fiu":
                 raise TypeError(f"{name} must be float embeddings or {self._dtype} codes, got dtype {arr2.dtype}")
-            if p in ("int8", "uint8"):
+            if rec.needs_ranges:
                 if self._ranges is None:
                     raise ValueError(
                         f"this {p} index has no ranges, so float {name} cannot be quantized: create it with "
@@ -218,7 +219,7 @@ class Index:
                 out = quantize_embeddings(arr2, p, threads=threads)
             width = out.shape[1]
         if width != self._width:
-            what = "bytes" if p in ("binary", "ubinary") else "dims"
+            what = "bytes" if rec.is_bits else "dims"
             raise ValueError(f"{name} have {width} {what} per vector but the index has {self._width}")
         return out, was_1d
 
@@ -310,10 +311,8 @@ class Index:
     def _search_codes(self, q: np.ndarray, k: int, threads: Optional[int]):
         """(values, row positions, id array or None) for prepared 2-D codes."""
         codes, ids = self._snapshot()
-        if codes.shape[0] == 0:
-            vdt = np.float32 if self._precision == "float32" else np.int32
-            return np.empty((q.shape[0], 0), vdt), np.empty((q.shape[0], 0), np.int64), ids
-        vals, pos = _search(q, codes, k, precision=self._precision, threads=threads)
+        # q comes from _as_codes (dtype, width and finiteness checked once): no second validation pass
+        vals, pos = _topk(q, codes, k, self._rec, resolve_threads(threads))
         return vals, pos, ids
 
     # ------------------------------------------------------------ persistence

@@ -19,11 +19,13 @@ from typing import Any, Callable, Optional, Tuple, Union
 import numpy as np
 
 from . import _format as F
+from . import _precision as P
 from ._format import FormatError
 from ._validate import as_2d, check_ids, check_k, check_precision, to_numpy
 from .quantization import _coerce_ranges, _ranges_from, _self_ranges, calibration_ranges, quantize_embeddings
-from .search import rescore as _rescore
-from .search import search as _search
+from ._threads import resolve_threads
+from .quantization import _pack_sign
+from .search import _rescore, _topk
 
 __all__ = ["RescorePipeline"]
 
@@ -49,6 +51,10 @@ def _progress_callback(progress: Progress, total: int):
 
         return cb, bar
     return None, None
+
+
+# the in-RAM first stage: packed sign bits held as ubinary (Hamming distance)
+_FIRST_STAGE = P.PRECISIONS["ubinary"]
 
 
 class RescorePipeline:
@@ -128,7 +134,7 @@ class RescorePipeline:
         RescorePipeline
             Opened from the written file (int8 codes memory-mapped).
         """
-        rescore_precision = check_precision(rescore_precision, ("int8", "uint8"), "rescore_precision")
+        rescore_precision = check_precision(rescore_precision, P.where(family="scalar"), "rescore_precision")
         x = embeddings
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             x = to_numpy(x, "embeddings")
@@ -158,17 +164,17 @@ class RescorePipeline:
         width = (d + 7) // 8
         binary = np.empty((n, width), np.uint8)
         cb, bar = _progress_callback(progress, n)
-        code_dtype = np.int8 if rescore_precision == "int8" else np.uint8
+        code_dtype = P.PRECISIONS[rescore_precision].code_dtype
 
         def chunks():
             for s in range(0, n, chunk_size):
                 block = np.asarray(x[s: s + chunk_size])
-                binary[s: s + len(block)] = quantize_embeddings(block, "ubinary", threads=threads)
+                binary[s: s + len(block)] = quantize_embeddings(block, _FIRST_STAGE.name, threads=threads)
                 yield quantize_embeddings(block, rescore_precision, ranges=r, threads=threads)
                 if cb is not None:
                     cb(min(n, s + len(block)), n)
 
-        header = F.Header(F.KIND_PIPELINE, "ubinary", d, n, F.FLAG_RANGES | (F.FLAG_IDS if id_arr is not None else 0))
+        header = F.Header(F.KIND_PIPELINE, _FIRST_STAGE.name, d, n, F.FLAG_RANGES | (F.FLAG_IDS if id_arr is not None else 0))
         sections = [
             (F.SectionInfo(F.SEC_RANGES, np.float32, 2, d), r),
             (F.SectionInfo(F.SEC_RESCORE, code_dtype, n, d), chunks()),  # streamed first: fills `binary`
@@ -209,8 +215,8 @@ class RescorePipeline:
         binary = F.read_section(f, h.sections[F.SEC_CODES], mmap=False, verify=True, path=path)
         sec = h.sections[F.SEC_RESCORE]
         rescore_codes = F.read_section(f, sec, mmap=mmap, verify=verify, path=path)
-        prec = "int8" if sec.dtype == np.int8 else "uint8"
-        binary = binary.view(np.uint8) if h.precision == "ubinary" else (binary.view(np.uint8) ^ np.uint8(0x80))
+        prec = P.where(family="scalar", code_dtype=sec.dtype)[0]
+        binary = binary.view(np.uint8) ^ np.uint8(P.PRECISIONS[h.precision].xor_mask)  # held as ubinary
         ids = None
         if h.flags & F.FLAG_IDS:
             ids = F.read_section(f, h.sections[F.SEC_IDS], mmap=mmap, verify=verify, path=path)
@@ -229,7 +235,7 @@ class RescorePipeline:
                 yield np.asarray(self.rescore_codes[s: s + step])
 
         flags = F.FLAG_RANGES | (F.FLAG_IDS if self.ids is not None else 0)
-        header = F.Header(F.KIND_PIPELINE, "ubinary", self.dim, n, flags)
+        header = F.Header(F.KIND_PIPELINE, _FIRST_STAGE.name, self.dim, n, flags)
         sections = [
             (F.SectionInfo(F.SEC_RANGES, np.float32, 2, self.dim), self.ranges),
             (F.SectionInfo(F.SEC_RESCORE, self.rescore_codes.dtype, n, d), chunks()),
@@ -290,11 +296,15 @@ class RescorePipeline:
             scores = np.empty((q2.shape[0], 0), np.float64)
             ids = np.empty((q2.shape[0], 0), np.int64)
         else:
-            qb = quantize_embeddings(q2, "ubinary", threads=threads)
-            _, cand = _search(qb, self.binary_codes, top_k * rescore_multiplier, precision="ubinary",
-                              threads=threads)
-            scores, ids = _rescore(q2, self.rescore_codes, cand, precision=self.rescore_precision,
-                                   ranges=self.ranges, k=top_k, threads=threads)
+            # one validation pass: the stages below take prepared arrays
+            t = resolve_threads(threads)
+            q64 = np.array(q2, dtype=np.float64, order="C", copy=True)
+            if not np.isfinite(q64).all():
+                raise ValueError("queries contain NaN or infinite values")
+            qb = _pack_sign(q2, _FIRST_STAGE.xor_mask, t)
+            _, cand = _topk(qb, self.binary_codes, top_k * rescore_multiplier, _FIRST_STAGE, t)
+            scores, ids = _rescore(q64, self.rescore_codes, cand, P.PRECISIONS[self.rescore_precision],
+                                   self.ranges, top_k, t)
             if self.ids is not None:  # fancy indexing a memmap touches only the hit pages
                 ids = np.asarray(self.ids).reshape(-1)[ids]
         if was_1d:

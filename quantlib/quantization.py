@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from . import _precision as P
 from ._threads import resolve_threads, run_parallel, split_range
 
 logger = logging.getLogger(__name__)
@@ -19,7 +20,15 @@ __all__ = [
     "dequantize_embeddings",
 ]
 
-PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+#: the precisions of sentence-transformers' quantize_embeddings, reproduced bit for bit
+PRECISIONS = P.where(sentence_transformers=True)
+
+
+def _st_precision(precision: Any) -> "P.Precision":
+    """The registry record of a drop-in precision; upstream's ValueError otherwise."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"Precision {precision!r} is not supported")
+    return P.PRECISIONS[precision]
 
 # Below this many input elements a call stays on one thread.
 _PARALLEL_MIN_ELEMENTS = 1 << 20
@@ -362,9 +371,7 @@ def quantize_embeddings(
         if _is_torch_tensor(embeddings[0]):
             embeddings = [_tensor_to_numpy(e) if _is_torch_tensor(e) else e for e in embeddings]
         if isinstance(embeddings[0], np.ndarray) and embeddings[0].ndim == 2:
-            if precision not in PRECISIONS:
-                raise ValueError(f"Precision {precision!r} is not supported")
-            if precision.endswith("int8") and ranges is None:
+            if _st_precision(precision).needs_ranges and ranges is None:
                 calib = (np.concatenate(embeddings, axis=0)
                          if calibration_embeddings is None else calibration_embeddings)
                 if len(calib):
@@ -389,19 +396,16 @@ def quantize_embeddings(
 
     if embeddings.dtype in (np.uint8, np.int8):
         raise Exception("Embeddings to quantize must be float rather than int8 or uint8.")
-    if precision not in PRECISIONS:
-        raise ValueError(f"Precision {precision!r} is not supported")
+    rec = _st_precision(precision)
     _check_real(embeddings, "embeddings")
 
-    if embeddings.ndim == 2 and embeddings.shape[0] == 0 and precision != "float32":
-        dim = embeddings.shape[1]
-        width = dim if precision.endswith("int8") else (dim + 7) // 8
-        return np.zeros((0, width), dtype=np.int8 if precision in ("int8", "binary") else np.uint8)
+    if embeddings.ndim == 2 and embeddings.shape[0] == 0 and not rec.is_float:
+        return np.zeros((0, rec.width(embeddings.shape[1])), dtype=rec.code_dtype)
 
-    if precision == "float32":
+    if rec.is_float:
         return embeddings.astype(np.float32)
 
-    if precision in ("int8", "uint8"):
+    if rec.needs_ranges:
         if embeddings.ndim == 0:
             raise ValueError("embeddings must have at least one dimension, got a 0-d array")
         d = embeddings.shape[-1]
@@ -415,12 +419,12 @@ def quantize_embeddings(
                 ranges = _ranges_from(calibration_embeddings, precision)
                 _check_computed_ranges(ranges, d, "calibration_embeddings")
         ranges32 = _coerce_ranges(ranges, d)
-        out = _scalar_quantize(embeddings, ranges32, 0x80 if precision == "int8" else 0, threads)
-        return out.view(np.int8) if precision == "int8" else out
+        out = _scalar_quantize(embeddings, ranges32, rec.xor_mask, threads)
+        return out.view(rec.code_dtype)
 
-    # binary / ubinary
-    out = _pack_sign(embeddings, 0x80 if precision == "binary" else 0, threads)
-    return out.view(np.int8) if precision == "binary" else out
+    # packed sign bits (binary / ubinary)
+    out = _pack_sign(embeddings, rec.xor_mask, threads)
+    return out.view(rec.code_dtype)
 
 
 def _nd_self_calibrated(x: np.ndarray, precision: str) -> np.ndarray:
@@ -442,7 +446,7 @@ def _nd_self_calibrated(x: np.ndarray, precision: str) -> np.ndarray:
     steps = (ranges[1, :] - starts) / 255
     steps = np.where(steps == 0, 1, steps)
     q = np.clip(np.floor((x - starts) / steps), 0, 255)
-    if precision == "uint8":
+    if not P.PRECISIONS[precision].signed:
         return q.astype(np.uint8)
     return (q - 128).astype(np.int8)
 
@@ -479,16 +483,18 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
 
     This is what sentence-transformers 6.2 rescores candidates with.
     """
-    if precision not in ("int8", "uint8"):
-        raise ValueError(f"precision must be 'int8' or 'uint8', got {precision!r}")
+    scalar = P.where(family="scalar")
+    if not isinstance(precision, str) or precision not in scalar:
+        raise ValueError(f"precision must be {' or '.join(repr(n) for n in scalar)}, got {precision!r}")
+    rec = P.PRECISIONS[precision]
     c = _array_arg(codes, "codes")
-    want = np.int8 if precision == "int8" else np.uint8
+    want = rec.code_dtype
     if c.dtype != want:
         raise TypeError(f"codes must have dtype {np.dtype(want)} for precision {precision!r}, got {c.dtype}")
     if c.ndim == 0:
         raise ValueError("codes must have at least one dimension (..., d), got a 0-d array")
     starts, steps = _dequantization_steps(_coerce_ranges(ranges, c.shape[-1]))
     v = c.astype(np.float64)
-    if precision == "int8":
+    if rec.signed:
         v += 128
     return v * steps + starts

@@ -11,12 +11,12 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _core
+from . import _precision as P
 from ._threads import resolve_threads, run_parallel, split_range
 from ._validate import (
     as_2d,
     check_codes,
     check_k,
-    check_precision,
     check_same_width,
     contiguous,
     infer_precision,
@@ -92,8 +92,9 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
     nq, width = q.shape
     nc = c.shape[0]
     kk = min(k, nc)
-    binary = precision in ("binary", "ubinary")
-    signed = precision == "int8"
+    rec = P.PRECISIONS[precision]
+    binary = rec.kernel == "hamming"
+    signed = rec.signed
 
     def run(qa: np.ndarray, ca: np.ndarray, offset: int):
         kq = min(k, ca.shape[0])
@@ -180,6 +181,27 @@ def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.n
     return best_v.astype(np.float32, copy=False), best_i
 
 
+def _topk(q: np.ndarray, c: np.ndarray, k: int, rec: "P.Precision", threads: int,
+          c_src: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of prepared 2-D arrays, no argument checks: the callers
+    (:func:`search`, :class:`Index`, the pipeline, shard servers) have
+    validated dtype, width, finiteness and ``threads`` once. Float precisions
+    take float32 arrays, the others their code arrays (viewed as bytes here)."""
+    nq, nc = q.shape[0], c.shape[0]
+    kk = min(k, nc)
+    if rec.is_float:
+        q = contiguous(q, np.float32)
+        c = contiguous(c, np.float32)
+        if nq == 0 or nc == 0 or q.shape[1] == 0:
+            # no queries, empty corpus, or d = 0 (every score 0: the lowest k indices)
+            vals = np.zeros((nq, kk), rec.value_dtype)
+            return vals, np.broadcast_to(np.arange(kk, dtype=np.int64), vals.shape).copy()
+        return _float_topk(q, c, k, threads, c_src=c_src)
+    if nq == 0 or nc == 0:
+        return np.empty((nq, kk), rec.value_dtype), np.empty((nq, kk), np.int64)
+    return _kernel_topk(contiguous(q).view(np.uint8), contiguous(c).view(np.uint8), k, rec.name, threads)
+
+
 # ------------------------------------------------------------------ public
 def search(
     queries: Any,
@@ -237,13 +259,14 @@ def search(
     k = check_k(k)
     if precision is None:
         precision = infer_precision(c, "corpus")
-    precision = check_precision(precision)
+    rec = P.get(precision)
+    precision = rec.name
     t = resolve_threads(threads)
     q2, was_1d = as_2d(q, "queries")
     if c.ndim != 2:
         raise ValueError(f"corpus must be 2-D (N, w), got {c.ndim}-D array of shape {c.shape}")
 
-    if precision == "float32":
+    if rec.is_float:
         for arr, name in ((q2, "queries"), (c, "corpus")):
             if arr.dtype.kind not in "fiu" or arr.dtype in (np.int8, np.uint8):
                 raise TypeError(f"{name} must be float embeddings for precision='float32', got dtype {arr.dtype}")
@@ -255,13 +278,7 @@ def search(
             cf = contiguous(c, np.float32)
         if not np.isfinite(qf).all():
             raise ValueError("queries overflow float32 (values beyond ±3.4e38 become infinite)")
-        nq, nc = qf.shape[0], cf.shape[0]
-        if nq == 0 or nc == 0 or qf.shape[1] == 0:
-            # no queries, empty corpus, or d = 0 (every score 0: the lowest k indices)
-            vals = np.zeros((nq, min(k, nc)), np.float32)
-            idx = np.broadcast_to(np.arange(vals.shape[1], dtype=np.int64), vals.shape).copy()
-        else:
-            vals, idx = _float_topk(qf, cf, k, t, c_src=c)
+        vals, idx = _topk(qf, cf, k, rec, t, c_src=c)
     else:
         check_codes(q2, precision, "queries")
         check_codes(c, precision, "corpus")
@@ -269,18 +286,9 @@ def search(
         width = c.shape[1]
         if width == 0:
             raise ValueError("codes must have at least one byte / dimension, got width 0")
-        if precision in ("int8", "uint8"):
-            limit = _core.DOT_MAX_DIM_SIGNED if precision == "int8" else _core.DOT_MAX_DIM_UNSIGNED
-            if width > limit:
-                raise ValueError(f"{precision} dot products are exact in int32 up to {limit} dims, got {width}")
-        qc = contiguous(q2).view(np.uint8)
-        cc = contiguous(c).view(np.uint8)
-        nq, nc = qc.shape[0], cc.shape[0]
-        if nq == 0 or nc == 0:
-            vals = np.empty((nq, min(k, nc)), np.int32)
-            idx = np.empty((nq, min(k, nc)), np.int64)
-        else:
-            vals, idx = _kernel_topk(qc, cc, k, precision, t)
+        if rec.max_dim is not None and width > rec.max_dim:
+            raise ValueError(f"{precision} dot products are exact in int32 up to {rec.max_dim} dims, got {width}")
+        vals, idx = _topk(q2, c, k, rec, t)
     if was_1d:
         return vals[0], idx[0]
     return vals, idx
@@ -302,15 +310,16 @@ def _pairwise(a: Any, b: Any, threads: Optional[int], binary: bool, names=("a", 
                 x2 = x2.view(np.uint8) ^ np.uint8(0x80)
             else:
                 y2 = y2.view(np.uint8) ^ np.uint8(0x80)
-        prec = "ubinary"
+        prec = P.where(family="bits", signed=False)[0]
         signed = False
     else:
         if x2.dtype != y2.dtype or x2.dtype not in (np.int8, np.uint8):
             raise TypeError(
                 f"{names[0]} and {names[1]} must both be int8 or both uint8 codes, got {x2.dtype} and {y2.dtype}")
-        prec = "int8" if x2.dtype == np.int8 else "uint8"
-        signed = prec == "int8"
-        limit = _core.DOT_MAX_DIM_SIGNED if signed else _core.DOT_MAX_DIM_UNSIGNED
+        rec = P.PRECISIONS[P.where(family="scalar", code_dtype=x2.dtype)[0]]
+        prec = rec.name
+        signed = rec.signed
+        limit = rec.max_dim
         if x2.shape[1] > limit:
             raise ValueError(f"{prec} dot products are exact in int32 up to {limit} dims, got {x2.shape[1]}")
     check_same_width(x2, y2, prec, names[0], names[1])
@@ -385,6 +394,47 @@ def int8_dot(a: Any, b: Any, *, threads: Optional[int] = None) -> np.ndarray:
     return _pairwise(a, b, threads, binary=False)
 
 
+def _rescore(q64: np.ndarray, c: np.ndarray, ids: np.ndarray, rec: "P.Precision", ranges32: Optional[np.ndarray],
+             k: Optional[int], t: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Rescoring of prepared arguments, no argument checks: ``q64`` a private
+    C-contiguous float64 (Q, d) array of finite queries, ``c`` the (N, width)
+    codes of ``rec``, ``ids`` a private C-contiguous int64 (Q, m) array of
+    rows in [0, N) or -1, ``ranges32`` the coerced (2, d) float32 ranges of
+    scalar codes (None for bits), ``t`` a resolved thread count."""
+    nq, m = ids.shape
+    d = q64.shape[1]
+    out = np.empty((nq, m), np.float64)
+    cc = contiguous(c).view(np.uint8)
+    if rec.is_bits:
+        mask = rec.xor_mask
+        kern = lambda s, e: _core.rescore_bits(q64[s:e], cc, mask, ids[s:e], out[s:e])
+        bias = None
+    else:
+        from .quantization import _dequantization_steps
+
+        starts, steps = _dequantization_steps(ranges32)
+        w = np.ascontiguousarray(q64 * steps.astype(np.float64))
+        bias = q64 @ starts.astype(np.float64)  # int8 codes: the kernel reads c + 128
+        signed = rec.signed
+        kern = lambda s, e: _core.rescore_codes(w[s:e], cc, signed, ids[s:e], out[s:e])
+    if nq and m:
+        if t > 1 and nq >= 2 * t and nq * m * d > _PARALLEL_MIN_WORK // 4:
+            run_parallel(kern, split_range(nq, t))
+        else:
+            kern(0, nq)
+        if bias is not None:
+            # empty slots stay -inf (an overflowed bias must not turn them into NaN)
+            np.add(out, bias[:, None], out=out, where=ids >= 0)
+        if not np.isfinite(out[ids >= 0]).all():
+            raise ValueError("queries are too large: the float64 rescoring sums overflowed to inf/NaN; "
+                             "scale the query embeddings down")
+    kk = m if k is None else min(k, m)
+    # order: score descending, then id ascending; empty slots (-inf, id -1) last
+    sort_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((sort_ids, -out), axis=-1)[:, :kk]
+    return np.take_along_axis(out, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
 def rescore(
     queries: Any,
     codes: Any,
@@ -426,7 +476,8 @@ def rescore(
         and keep id -1.
     ids : numpy.ndarray of int64, same shape
     """
-    precision = check_precision(precision, ("int8", "uint8", "binary", "ubinary"))
+    rec = P.get(precision, P.where(family="scalar") + P.where(family="bits"))
+    precision = rec.name
     if k is not None:
         k = check_k(k)
     q = to_numpy(queries, "queries")
@@ -459,48 +510,22 @@ def rescore(
     q64 = np.array(q2, dtype=np.float64, order="C", copy=True)  # private, like ids
     if not np.isfinite(q64).all():
         raise ValueError("queries contain NaN or infinite values")
-    nq, m = ids.shape
-    out = np.empty((nq, m), np.float64)
     t = resolve_threads(threads)
-    cc = contiguous(c).view(np.uint8)
-
-    if precision in ("binary", "ubinary"):
+    if rec.is_bits:
         if c.shape[1] != (d + 7) // 8:
             raise ValueError(
                 f"codes have {c.shape[1]} bytes per row ({c.shape[1] * 8} bits) but queries have {d} dims, "
                 f"which pack to {(d + 7) // 8} bytes")
-        mask = 0x80 if precision == "binary" else 0
-        kern = lambda s, e: _core.rescore_bits(q64[s:e], cc, mask, ids[s:e], out[s:e])
-        bias = None
+        r32 = None
     else:
         if c.shape[1] != d:
             raise ValueError(f"codes have {c.shape[1]} dims but queries have {d}")
         if ranges is None:
             raise ValueError(f"ranges is required to dequantize {precision} codes (the (2, {d}) ranges they were quantized with)")
-        from .quantization import _coerce_ranges, _dequantization_steps
+        from .quantization import _coerce_ranges
 
-        starts, steps = _dequantization_steps(_coerce_ranges(to_numpy(ranges, "ranges"), d))
-        w = np.ascontiguousarray(q64 * steps.astype(np.float64))
-        bias = q64 @ starts.astype(np.float64)  # int8 codes: the kernel reads c + 128
-        signed = precision == "int8"
-        kern = lambda s, e: _core.rescore_codes(w[s:e], cc, signed, ids[s:e], out[s:e])
-    if nq and m:
-        if t > 1 and nq >= 2 * t and nq * m * d > _PARALLEL_MIN_WORK // 4:
-            run_parallel(kern, split_range(nq, t))
-        else:
-            kern(0, nq)
-        if bias is not None:
-            # empty slots stay -inf (an overflowed bias must not turn them into NaN)
-            np.add(out, bias[:, None], out=out, where=ids >= 0)
-        if not np.isfinite(out[ids >= 0]).all():
-            raise ValueError("queries are too large: the float64 rescoring sums overflowed to inf/NaN; "
-                             "scale the query embeddings down")
-    kk = m if k is None else min(k, m)
-    # order: score descending, then id ascending; empty slots (-inf, id -1) last
-    sort_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
-    order = np.lexsort((sort_ids, -out), axis=-1)[:, :kk]
-    scores = np.take_along_axis(out, order, axis=1)
-    rid = np.take_along_axis(ids, order, axis=1)
+        r32 = _coerce_ranges(to_numpy(ranges, "ranges"), d)
+    scores, rid = _rescore(q64, c, ids, rec, r32, k, t)
     if was_1d:
         return scores[0], rid[0]
     return scores, rid

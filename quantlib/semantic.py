@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _precision as P
 from ._validate import check_k, to_numpy
 from .index import Index
 from .quantization import _ranges_from, _self_ranges, quantize_embeddings
@@ -49,14 +50,13 @@ _QUERY_QUANTIZED = (
 
 _BACKENDS = {
     # name: (accepted precisions, error message)
-    "quantlib": (("float32", "int8", "uint8", "binary", "ubinary"),
-                 'corpus_precision must be "float32", "int8", "uint8", "binary", or "ubinary"'),
+    "quantlib": (P.NAMES, "corpus_precision must be " + ", ".join(f'"{n}"' for n in P.NAMES[:-1])
+                 + f', or "{P.NAMES[-1]}"'),
     "faiss": (("float32", "uint8", "ubinary"), 'corpus_precision must be "float32", "uint8", or "ubinary" for faiss'),
     "usearch": (("float32", "int8", "ubinary", "binary"),
                 'corpus_precision must be "float32", "int8", "ubinary", or "binary" for usearch'),
 }
 _FN_NAME = {"quantlib": "semantic_search", "faiss": "semantic_search_faiss", "usearch": "semantic_search_usearch"}
-_FAMILY = {"float32": "float32", "int8": "scalar", "uint8": "scalar", "binary": "bits", "ubinary": "bits"}
 
 
 def _get_ranges(embeddings: np.ndarray, precision: str, calibration_embeddings: Optional[Any]) -> np.ndarray:
@@ -79,8 +79,9 @@ def _foreign_index_error(fn: str, obj: Any) -> TypeError:
 def _check_index(fn: str, index: Any, corpus_precision: str) -> Index:
     if not isinstance(index, Index):
         raise _foreign_index_error(fn, index)
-    if _FAMILY[index.precision] != _FAMILY[corpus_precision] or (
-            _FAMILY[corpus_precision] == "scalar" and index.precision != corpus_precision):
+    have, want = P.PRECISIONS[index.precision], P.PRECISIONS[corpus_precision]
+    # packed bits of either signedness give the same distances; scalar codes must match exactly
+    if have.family != want.family or (want.is_scalar and have is not want):
         raise ValueError(f"corpus_index stores {index.precision!r} codes but corpus_precision={corpus_precision!r}; "
                          "pass the precision the index was built with")
     return index
@@ -90,21 +91,22 @@ def _build_index(corpus: Any, precision: str, ranges: Optional[Any], calibration
     c = np.asarray(corpus)
     if c.ndim != 2:
         raise ValueError(f"corpus_embeddings must be 2-D (n, d), got shape {c.shape}")
+    rec = P.PRECISIONS[precision]
     index_ranges = None
-    if precision in ("int8", "uint8"):
+    if rec.needs_ranges:
         if ranges is not None:
             index_ranges = ranges
         elif calibration is not None:
             index_ranges = _ranges_from(calibration, precision)
-    if c.dtype in (np.int8, np.uint8) and precision != "float32":
-        dim = c.shape[1] * 8 if precision in ("binary", "ubinary") else c.shape[1]
+    if c.dtype in (np.int8, np.uint8) and not rec.is_float:
+        dim = c.shape[1] * 8 if rec.is_bits else c.shape[1]
         return Index._wrap(c, precision, max(dim, 1), index_ranges)
     # float corpus: quantized with the ranges (quantlib extension; upstream
     # expects the corpus already at corpus_precision)
-    if precision in ("int8", "uint8") and index_ranges is None and c.dtype.kind == "f":
+    if rec.needs_ranges and index_ranges is None and c.dtype.kind == "f":
         index_ranges = _get_ranges(c, precision, None)
     idx = Index(max(c.shape[1], 1), precision, index_ranges)
-    if precision == "float32" and c.dtype.kind == "f" and c.dtype == np.float32 and c.flags.c_contiguous:
+    if rec.is_float and c.dtype == rec.code_dtype and c.flags.c_contiguous:
         return Index._wrap(c, precision, c.shape[1], None)
     idx.add(c)
     return idx
@@ -142,15 +144,16 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
     k = top_k
     if q.dtype not in (np.uint8, np.int8):
         if rescore:
-            if corpus_index.precision != "float32":
+            if not P.PRECISIONS[corpus_index.precision].is_float:
                 rescore_embeddings = q
                 k = top_k * rescore_multiplier
             else:
                 logger.warning(_NOT_QUANTIZED.format(fn=fn))
-        if rescore_embeddings is not None and corpus_precision in ("int8", "uint8") and ranges is None:
+        want = P.PRECISIONS[corpus_precision]
+        if rescore_embeddings is not None and want.needs_ranges and ranges is None:
             ranges = _get_ranges(q, corpus_precision, calibration_embeddings)
-        if corpus_precision == "float32":
-            query_codes = np.ascontiguousarray(q, dtype=np.float32)
+        if want.is_float:
+            query_codes = np.ascontiguousarray(q, dtype=want.code_dtype)
         else:
             query_codes = quantize_embeddings(q, precision=corpus_precision, ranges=ranges,
                                               calibration_embeddings=calibration_embeddings)
@@ -160,7 +163,8 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
         query_codes = q
     query_codes, _ = corpus_index._as_codes(query_codes, "query_embeddings", threads)
 
-    cosine = backend == "usearch" and corpus_index.precision == "float32"
+    index_rec = P.PRECISIONS[corpus_index.precision]
+    cosine = backend == "usearch" and index_rec.is_float
     if cosine:
         # usearch metric="cos": search the normalised vectors, report 1 - cos
         query_codes = _normalize(query_codes)
@@ -171,7 +175,8 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
         if codes.shape[0]:
             from .search import search as _search
 
-            values, positions = _search(query_codes, _normalize(codes), k, precision="float32", threads=threads)
+            values, positions = _search(query_codes, _normalize(codes), k, precision=index_rec.name,
+                                        threads=threads)
         else:
             values = np.empty((len(query_codes), 0), np.float32)
             positions = np.empty((len(query_codes), 0), np.int64)
@@ -182,7 +187,7 @@ def _run(backend: str, query_embeddings: Any, corpus_embeddings: Any, corpus_ind
         values, positions = _rescore(rescore_embeddings, corpus_index._snapshot()[0], positions,
                                      precision=corpus_index.precision, ranges=ranges, k=top_k, threads=threads)
         scores = values
-    elif backend == "usearch" and corpus_index.precision in ("int8", "uint8"):
+    elif backend == "usearch" and index_rec.is_scalar:
         scores = 1.0 - values.astype(np.float64)
     elif cosine:
         scores = 1.0 - values.astype(np.float64)

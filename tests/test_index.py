@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import quantlib
+from quantlib import _precision as REG
 from quantlib import Index, load_index
 
-PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
+PRECISIONS = list(REG.NAMES)  # every registered precision
 
 
 # ------------------------------------------------------------------ reference
@@ -76,7 +77,7 @@ def test_search_matches_brute_force(precision, with_ids):
     np.testing.assert_array_equal(idx.ids, expect_ids)
 
 
-@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+@pytest.mark.parametrize("precision", [n for n in REG.NAMES if not REG.PRECISIONS[n].is_float])
 def test_codes_taken_as_they_are_and_sibling_dtype(precision):
     x, ranges = make(precision, n=50)
     codes = quantlib.quantize_embeddings(x, precision, ranges=ranges)

@@ -10,9 +10,10 @@ width overflows 32 bits inside the C kernels) and with the threaded split +
 merge (threads=2), on every kernel level this CPU has (the ``isa`` fixture).
 
 Runtime 15-30 s on 2 shared cores (mostly warming 4.4 GB of page cache; each
-2.2 GB scan takes 0.07-0.4 s depending on the level), so it stays in the default run, marked ``slow``
-(``-m "not slow"`` deselects it).  Needs ~5 GB of free page cache; set
-QUANTLIB_SKIP_LARGE=1 to skip it on a smaller machine.
+2.2 GB scan takes 0.07-0.4 s depending on the level) and ~5 GB of page cache,
+so it is marked ``heavy``: left out of the default run (a newcomer's ``pytest``
+stays light), run by ``pytest -m heavy`` (CI does). QUANTLIB_SKIP_LARGE=1 skips
+it on a smaller machine.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import pytest
 import quantlib
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.heavy,
     pytest.mark.skipif(os.environ.get("QUANTLIB_SKIP_LARGE") == "1", reason="QUANTLIB_SKIP_LARGE=1"),
 ]
 

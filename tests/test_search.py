@@ -16,6 +16,7 @@ from reference import bitwise_count as _ref_bitwise_count
 import pytest
 
 import quantlib
+from quantlib import _precision as REG
 from quantlib import dequantize_embeddings, hamming_distance, int8_dot, rescore, search
 
 search_mod = sys.modules["quantlib.search"]  # the module (quantlib.search is the function)
@@ -161,7 +162,7 @@ INT_DIMS = [1, 2, 3, 4, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 12
 
 
 @pytest.mark.parametrize("d", INT_DIMS)
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 def test_int_dims(isa, rng, d, precision):
     signed = precision == "int8"
     q = random_scalar(rng, 7, d, signed)
@@ -178,7 +179,7 @@ def test_int_dims(isa, rng, d, precision):
 
 @pytest.mark.parametrize("n", [0, 1, 7, 1000])
 @pytest.mark.parametrize("k", [1, 10, "N", "N+5"])
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 @pytest.mark.parametrize("d", [64, 384, 1024])
 def test_int_sizes(isa, rng, n, k, precision, d):
     k = resolve_k(k, n)
@@ -194,7 +195,7 @@ def test_int_sizes(isa, rng, n, k, precision, d):
     check_search(got, ref_dot(q, c), k, descending=True)
 
 
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 def test_int_extremes(isa, precision):
     """All -128 / 127 (int8) and 0 / 255 (uint8) rows: the largest exact sums."""
     signed = precision == "int8"
@@ -328,7 +329,7 @@ def test_hamming_distance_matrix(isa, rng, nbytes):
 
 
 @pytest.mark.parametrize("d", [1, 15, 16, 33, 64, 100, 257, 1024, 1100])
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 def test_int8_dot_matrix(isa, rng, d, precision):
     signed = precision == "int8"
     a = random_scalar(rng, 11, d, signed)
@@ -380,7 +381,7 @@ def _on_scalar(fn):
 
 
 @pytest.mark.parametrize("d", [1, 7, 8, 9, 64, 65, 100, 384, 1024, 1100])
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 def test_rescore_scalar_codes(isa, rng, d, precision):
     n, nq, m = 60, 5, 12
     x = rng.standard_normal((n, d)).astype(np.float32)
@@ -471,7 +472,7 @@ def test_rescore_int8_has_no_offset_cancellation(isa):
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
-@pytest.mark.parametrize("precision", ["int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8"))
 def test_rescore_empty_slots_stay_minus_inf_when_the_bias_overflows(precision):
     """Huge finite queries overflow the folded range offset (q . start); rows
     with only empty slots (-1) must still give -inf / -1, not NaN (fuzzing
@@ -547,7 +548,7 @@ def test_memmap_no_copy(tmp_path, rng, monkeypatch, precision):
         assert any(np.shares_memory(a, mm) for a in kern)
 
 
-@pytest.mark.parametrize("precision", ["ubinary", "binary", "int8", "uint8"])
+@pytest.mark.parametrize("precision", REG.where(kernel="hamming")[::-1] + REG.where(kernel="dot8"))
 def test_layouts_equal(isa, rng, precision):
     """Read-only, strided rows, Fortran order, negative strides: same results."""
     base = random_codes(rng, 400, 40, precision)
@@ -763,7 +764,7 @@ def test_merge_topk_integer_extremes_every_dtype(rng, dtype, descending):
 # ------------------------------------------------- sentence-transformers parity
 
 
-@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+@pytest.mark.parametrize("precision", REG.where(kernel="dot8") + REG.where(kernel="hamming"))
 def test_rescore_matches_sentence_transformers(rng, precision):
     """Scores and order equal sentence-transformers 6.2's rescoring step: float
     query einsum dequantized (or unpacked) candidates, argsort(-scores)."""
