@@ -6,9 +6,19 @@ runtime-dispatched SIMD kernels (scalar, AVX2, AVX-512, NEON).
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-from . import _core  # noqa: F401  (loads the kernels, detects the CPU)
+try:
+    from . import _core  # noqa: F401  (loads the kernels, detects the CPU)
+except ImportError as _exc:  # pragma: no cover - depends on how the package was installed
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"quantlib's compiled core (quantlib._core) cannot be imported from {_here}: {_exc}. "
+        "If that directory is a source checkout, Python is importing the unbuilt sources instead of the "
+        "installed package: run Python from another directory, or build in place with "
+        "`pip install -e .` (distribution name quantlib-embed).") from _exc
 from ._config import _apply_env
 
 _apply_env()

@@ -19,7 +19,7 @@ import numpy as np
 
 from .demo import CLIError, write_figure
 
-BENCH_EXTRA = 'pip install "quantlib[bench]"'
+BENCH_EXTRA = 'pip install "quantlib-embed[bench]"'
 
 
 @dataclass

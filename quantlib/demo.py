@@ -28,7 +28,7 @@ import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_MAX_PASSAGES = 3500
-DEMO_EXTRA = 'pip install "quantlib[demo]"'
+DEMO_EXTRA = 'pip install "quantlib-embed[demo]"'
 
 
 class CLIError(Exception):

@@ -22,7 +22,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("sentence_transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRA = 'pip install "quantlib[demo]"'
+EXTRA = 'pip install "quantlib-embed[demo]"'
 
 
 
@@ -301,7 +301,7 @@ def test_plot_problems_reported_before_any_work(tiny_corpus, tmp_path):
             "--plot", str(tmp_path / "p.png"), block=("matplotlib",))
     assert_user_error(p, "matplotlib", EXTRA)
     p = run("bench", "--plot", str(tmp_path / "p.png"), block=("matplotlib",))
-    assert_user_error(p, "matplotlib", 'pip install "quantlib[bench]"')
+    assert_user_error(p, "matplotlib", 'pip install "quantlib-embed[bench]"')
 
 
 def test_embeddings_path_needs_no_sentence_transformers(npy):

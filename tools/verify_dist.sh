@@ -56,5 +56,5 @@ fi
 
 say "sdist -> fresh venv /tmp/ql-venv-sdist (pip builds it: isolated env, Cython from PyPI)"
 fresh_venv /tmp/ql-venv-sdist
-quiet /tmp/ql-venv-sdist/bin/pip install -q --no-binary quantlib "$SDIST" pytest hypothesis
+quiet /tmp/ql-venv-sdist/bin/pip install -q --no-binary quantlib-embed "$SDIST" pytest hypothesis
 run_suite /tmp/ql-venv-sdist sdist
