@@ -122,6 +122,30 @@ class Index:
         self._path: Optional[str] = None
         self._file_crc: Optional[int] = None  # header CRC of the file this index was loaded from
 
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        """A memory-mapped index pickles as its path and file identity (not its
+        bytes); an in-memory one as its rows. The lock is never pickled."""
+        if self._readonly and self._path is not None:
+            return {"mmap_path": self._path, "file_crc": self._file_crc}
+        codes, ids = self._snapshot()
+        return {"dim": self._dim, "precision": self._precision, "ranges": self._ranges,
+                "codes": np.array(codes), "ids": None if ids is None else np.array(ids)}
+
+    def __setstate__(self, state: dict) -> None:
+        if "mmap_path" in state:
+            other = load_index(state["mmap_path"], mmap=True)
+            if not isinstance(other, Index) or state["file_crc"] not in (None, other._file_crc):
+                raise FormatError(f"{state['mmap_path']}: the file changed since this memory-mapped index was "
+                                  "pickled (its header checksum differs); load it again")
+            self.__dict__.update(other.__dict__)
+            return
+        self.__init__(state["dim"], state["precision"], state["ranges"])
+        codes = state["codes"]
+        self._buf = codes
+        self._n = codes.shape[0]
+        self._idbuf = state["ids"]
+
     # ------------------------------------------------------------ properties
     @property
     def dim(self) -> int:

@@ -89,6 +89,26 @@ class RescorePipeline:
         self.path = path
         self._file_crc: Optional[int] = None  # header CRC of the file this pipeline was loaded from
 
+    def __getstate__(self) -> dict:
+        """Memory-mapped int8 codes pickle as the file's path and identity (the
+        bytes stay on disk); in-memory pipelines pickle their arrays."""
+        if self.path is not None and isinstance(self.rescore_codes, np.memmap):
+            return {"mmap_path": self.path, "file_crc": self._file_crc}
+        state = dict(self.__dict__)
+        state["rescore_codes"] = np.array(self.rescore_codes)
+        if isinstance(self.ids, np.memmap):
+            state["ids"] = np.array(self.ids)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if "mmap_path" in state:
+            other = RescorePipeline.load(state["mmap_path"], mmap=True)
+            if state["file_crc"] not in (None, other._file_crc):
+                raise FormatError(f"{state['mmap_path']}: the file changed since this pipeline was pickled "
+                                  "(its header checksum differs); load it again")
+            state = other.__dict__
+        self.__dict__.update(state)
+
     def __len__(self) -> int:
         return self.binary_codes.shape[0]
 
