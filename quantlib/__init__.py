@@ -20,8 +20,13 @@ except ImportError as _exc:  # pragma: no cover - depends on how the package was
         "installed package: run Python from another directory, or build in place with "
         "`pip install -e .` (distribution name quantlib-embed).") from _exc
 from ._config import _apply_env
+from ._threads import _env_threads, get_num_threads, set_num_threads  # noqa: E402
 
 _apply_env()
+try:
+    _env_threads()
+except ValueError as _exc:  # like QUANTLIB_ISA: a bad setting fails at import, in one line
+    raise ImportError(str(_exc)) from None
 
 from ._config import available_isas, get_isa, set_isa, show_config  # noqa: E402
 from .quantization import (  # noqa: E402
@@ -43,6 +48,7 @@ __all__ = [
     "calibration_ranges",
     "dequantize_embeddings",
     "get_isa",
+    "get_num_threads",
     "hamming_distance",
     "int8_dot",
     "merge_topk",
@@ -50,6 +56,7 @@ __all__ = [
     "search",
     "quantize_embeddings",
     "set_isa",
+    "set_num_threads",
     "show_config",
     "FormatError",
     "Index",

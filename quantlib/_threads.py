@@ -7,10 +7,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Tuple
 
-__all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel"]
+__all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel", "set_num_threads", "get_num_threads",
+           "blas_limit"]
 
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_LOCK = threading.Lock()
+ENV_THREADS = "QUANTLIB_NUM_THREADS"
+_DEFAULT_THREADS: Optional[int] = None  # set_num_threads(); None = every usable core
 
 
 def usable_cores() -> int:
@@ -21,16 +24,76 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_threads(threads: Optional[int], name: str = "threads") -> int:
-    """Validate a ``threads`` argument: None means every usable core."""
-    if threads is None:
-        return usable_cores()
-    if isinstance(threads, bool) or not isinstance(threads, (int,)) and not hasattr(threads, "__index__"):
+def _check_count(threads, name: str) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) and not hasattr(threads, "__index__"):
         raise TypeError(f"{name} must be an int or None, got {type(threads).__name__}")
     t = int(threads.__index__()) if not isinstance(threads, int) else threads
     if t < 1:
         raise ValueError(f"{name} must be >= 1 or None, got {t}")
     return t
+
+
+def set_num_threads(threads: Optional[int]) -> None:
+    """Set the process-wide default for every ``threads=None`` argument.
+
+    ``None`` restores the default: every usable core (or ``QUANTLIB_NUM_THREADS``
+    when that environment variable is set). Under a pre-forking server with N
+    workers, ``set_num_threads(1)`` (or ``QUANTLIB_NUM_THREADS=1``) keeps each
+    request on its worker's core. An explicit ``threads=`` argument still wins.
+    numpy's BLAS (float32 search) is bounded too when threadpoolctl is installed.
+    """
+    global _DEFAULT_THREADS
+    _DEFAULT_THREADS = None if threads is None else _check_count(threads, "threads")
+
+
+def get_num_threads() -> int:
+    """The thread count a ``threads=None`` argument means right now."""
+    return resolve_threads(None)
+
+
+def _env_threads() -> Optional[int]:
+    raw = os.environ.get(ENV_THREADS, "").strip()
+    if not raw:
+        return None
+    try:
+        t = int(raw)
+    except ValueError:
+        t = 0
+    if t < 1:
+        raise ValueError(f"{ENV_THREADS} must be a positive integer, got {raw!r}")
+    return t
+
+
+def resolve_threads(threads: Optional[int], name: str = "threads") -> int:
+    """Validate a ``threads`` argument: None means the process default
+    (:func:`set_num_threads`, else ``QUANTLIB_NUM_THREADS``, else every usable core)."""
+    if threads is None:
+        if _DEFAULT_THREADS is not None:
+            return _DEFAULT_THREADS
+        env = _env_threads()
+        return env if env is not None else usable_cores()
+    return _check_count(threads, name)
+
+
+_BLAS = None  # threadpoolctl controller, made once (None: not tried yet, False: unavailable)
+
+
+def blas_limit(threads: int):
+    """A context that bounds numpy's BLAS to ``threads`` threads (threadpoolctl,
+    an optional dependency); a no-op context when threadpoolctl is missing."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        except Exception:  # not installed, or no BLAS it knows
+            _BLAS = False
+    if _BLAS is False:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return _BLAS.limit(limits=threads, user_api="blas")
 
 
 def split_range(n: int, parts: int, align: int = 1) -> List[Tuple[int, int]]:

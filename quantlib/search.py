@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from . import _precision as P
-from ._threads import resolve_threads, run_parallel, split_range
+from ._threads import blas_limit, resolve_threads, run_parallel, split_range
 from ._validate import (
     as_2d,
     check_codes,
@@ -127,7 +127,9 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optio
     """Inner-product top-k with numpy BLAS, exact ordering rules; the queries
     go through in blocks so the scratch memory does not grow with them."""
     nq = q.shape[0]
-    if nq > _FLOAT_QUERY_BLOCK:
+    with blas_limit(threads):  # threads= bounds numpy's BLAS too (when threadpoolctl is installed)
+        if nq <= _FLOAT_QUERY_BLOCK:
+            return _float_topk_block(q, c, k, c_src)
         kk = min(k, c.shape[0])
         vals = np.empty((nq, kk), np.float32)
         idx = np.empty((nq, kk), np.int64)
@@ -135,7 +137,6 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optio
             b = min(nq, a + _FLOAT_QUERY_BLOCK)
             vals[a:b], idx[a:b] = _float_topk_block(q[a:b], c, k, c_src)
         return vals, idx
-    return _float_topk_block(q, c, k, c_src)
 
 
 def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.ndarray] = None):
