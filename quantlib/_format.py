@@ -72,7 +72,7 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Dict, Iterable, Iterator, Sequence, Union
+from typing import IO, Any, Dict, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -104,8 +104,9 @@ SEC_RANGES = 3
 SEC_RESCORE = 4
 SECTION_NAMES = {SEC_CODES: "codes", SEC_IDS: "ids", SEC_RANGES: "ranges", SEC_RESCORE: "rescore codes"}
 
-DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype("<f4"): 3, np.dtype("<i8"): 4}
-DTYPE_BY_CODE = {v: k for k, v in DTYPE_CODES.items()}
+DTYPE_CODES: Dict[np.dtype, int] = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype("<f4"): 3,
+                                    np.dtype("<i8"): 4}
+DTYPE_BY_CODE: Dict[int, np.dtype] = {v: k for k, v in DTYPE_CODES.items()}
 
 FLAG_IDS = 1
 FLAG_RANGES = 2
@@ -120,7 +121,7 @@ class FormatError(ValueError):
 @dataclass
 class SectionInfo:
     kind: int
-    dtype: np.dtype
+    dtype: Any  # anything np.dtype() takes; normalised to a little-endian np.dtype by write_file
     rows: int
     cols: int
     offset: int = 0
@@ -179,7 +180,7 @@ def _iter_bytes(src: Source, dtype: np.dtype):
             raise TypeError(f"internal: section chunk has dtype {a.dtype}, expected {dtype}")
         flat = a.reshape(-1).view(np.uint8)
         for s in range(0, flat.size, _WRITE_CHUNK):
-            yield memoryview(flat[s: s + _WRITE_CHUNK])
+            yield memoryview(flat[s: s + _WRITE_CHUNK])  # type: ignore[arg-type]  # ndarray is a buffer
 
 
 def _fsync_dir(path: str) -> None:
@@ -299,7 +300,8 @@ def write_file(path: Union[str, os.PathLike], header: Header,
     infos = [s for s, _ in sections]
     pos = _align(header_size(len(infos)))
     for s in infos:
-        s.dtype = np.dtype(s.dtype).newbyteorder("<") if np.dtype(s.dtype).itemsize > 1 else np.dtype(s.dtype)
+        dt = np.dtype(s.dtype)
+        s.dtype = dt.newbyteorder("<") if dt.itemsize > 1 else dt
         s.nbytes = s.rows * s.cols * s.dtype.itemsize
         s.offset = pos
         pos = _align(pos + s.nbytes) if s is not infos[-1] else pos + s.nbytes
@@ -330,7 +332,7 @@ def _fail(path: str, msg: str) -> FormatError:
     return FormatError(f"{path}: {msg}")
 
 
-def open_read(path: Union[str, os.PathLike]) -> IO[bytes]:
+def open_read(path: Union[str, os.PathLike]) -> Any:
     """Open a quantlib file for reading: one descriptor for the header and
     every section. Refuses anything but a regular file before reading a byte
     (a FIFO would block forever, a device is never an index)."""
@@ -352,21 +354,21 @@ def open_read(path: Union[str, os.PathLike]) -> IO[bytes]:
 
 
 @contextlib.contextmanager
-def _reading(src: Union[str, os.PathLike, IO[bytes]]) -> Iterator[IO[bytes]]:
+def _reading(src: Any) -> Iterator[Any]:
     """``src`` as an open binary file: opened (and closed) here for a path,
     used as it is for a file."""
     if hasattr(src, "read"):
-        yield src  # type: ignore[misc]
+        yield src
     else:
-        with open_read(src) as f:  # type: ignore[arg-type]
+        with open_read(src) as f:
             yield f
 
 
-def _name_of(src) -> str:
-    return getattr(src, "name", None) if hasattr(src, "read") else os.fspath(src)
+def _name_of(src: Any) -> str:
+    return str(getattr(src, "name", "<file>")) if hasattr(src, "read") else str(os.fspath(src))
 
 
-def read_header(src: Union[str, os.PathLike, IO[bytes]], path: "str | None" = None) -> Header:
+def read_header(src: Any, path: Optional[str] = None) -> Header:
     """Read and validate the header and section table (nothing else).
 
     ``src`` is a path or a binary file from :func:`open_read` (then every
@@ -499,12 +501,12 @@ def _crc_of(arr: np.ndarray) -> int:
     flat = arr.reshape(-1).view(np.uint8)
     crc = 0
     for s in range(0, flat.size, _WRITE_CHUNK):
-        crc = zlib.crc32(memoryview(np.ascontiguousarray(flat[s: s + _WRITE_CHUNK])), crc)
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(flat[s: s + _WRITE_CHUNK])), crc)  # type: ignore[arg-type]
     return crc & 0xFFFFFFFF
 
 
-def read_section(src: Union[str, os.PathLike, IO[bytes]], s: SectionInfo, *, mmap: bool, verify: bool,
-                 path: "str | None" = None) -> np.ndarray:
+def read_section(src: Any, s: SectionInfo, *, mmap: bool, verify: bool,
+                 path: Optional[str] = None) -> np.ndarray:
     """Return the section as a (rows, cols) array: a read-only np.memmap when
     ``mmap`` (and the section is not empty), else an in-memory array whose
     checksum is always verified. ``verify`` also checks mapped sections.
@@ -526,7 +528,7 @@ def read_section(src: Union[str, os.PathLike, IO[bytes]], s: SectionInfo, *, mma
         else:
             arr = np.empty(shape, s.dtype)
             f.seek(s.offset)
-            got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))
+            got = f.readinto(memoryview(arr.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
             if got != s.nbytes:
                 raise _fail(path, f"{s.name} section: short read ({got} of {s.nbytes} bytes; file changed?)")
             verify = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel", "set_num_threads", "get_num_threads",
            "blas_limit"]
@@ -75,7 +75,7 @@ def resolve_threads(threads: Optional[int], name: str = "threads") -> int:
     return _check_count(threads, name)
 
 
-_BLAS = None  # threadpoolctl controller, made once (None: not tried yet, False: unavailable)
+_BLAS: Any = None  # threadpoolctl controller, made once (None: not tried yet, False: unavailable)
 
 
 def blas_limit(threads: int):

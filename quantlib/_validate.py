@@ -130,7 +130,7 @@ def check_same_width(q: np.ndarray, c: np.ndarray, precision: str,
         )
 
 
-def contiguous(x: np.ndarray, dtype: Optional[np.dtype] = None) -> np.ndarray:
+def contiguous(x: np.ndarray, dtype: Any = None) -> np.ndarray:
     """C-contiguous view (no copy when already contiguous, memmaps stay mapped)."""
     if dtype is not None and x.dtype != dtype:
         return np.ascontiguousarray(x, dtype=dtype)

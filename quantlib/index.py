@@ -140,7 +140,7 @@ class Index:
                                   "pickled (its header checksum differs); load it again")
             self.__dict__.update(other.__dict__)
             return
-        self.__init__(state["dim"], state["precision"], state["ranges"])
+        Index.__init__(self, state["dim"], state["precision"], state["ranges"])
         codes = state["codes"]
         self._buf = codes
         self._n = codes.shape[0]

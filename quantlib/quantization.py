@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union, overload
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def _raise_nan(x: np.ndarray, name: str, count: Optional[int] = None) -> None:
     )
 
 
-def _as_rows(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _as_rows(x: np.ndarray, dtype: Any) -> np.ndarray:
     """(…, d) -> C-contiguous (rows, d) of ``dtype`` (a view when possible)."""
     d = x.shape[-1]
     x2 = x.reshape(-1, d) if x.ndim != 2 else x
@@ -170,16 +170,16 @@ def calibration_ranges(
             _raise_nan(x, "calibration embeddings", nans)
         return np.vstack((mn, mx)).astype(np.float32)
     # other dtypes: exactly numpy's reduction in the input dtype
-    mn = None
-    mx = None
+    lo: Optional[np.ndarray] = None
+    hi: Optional[np.ndarray] = None
     for s in range(0, n, chunk_size):
         block = np.asarray(x[s : s + chunk_size])
         if block.dtype.kind == "f" and np.isnan(block).any():
             _raise_nan(x, "calibration embeddings")
         bmn, bmx = block.min(axis=0), block.max(axis=0)
-        mn = bmn if mn is None else np.minimum(mn, bmn)
-        mx = bmx if mx is None else np.maximum(mx, bmx)
-    return np.vstack((mn, mx)).astype(np.float32)
+        lo = bmn if lo is None else np.minimum(lo, bmn)
+        hi = bmx if hi is None else np.maximum(hi, bmx)
+    return np.vstack((lo, hi)).astype(np.float32)  # type: ignore[arg-type]  # n >= 1: both set
 
 
 def _ranges_from(calibration: Any, precision: str) -> np.ndarray:
@@ -270,6 +270,7 @@ def _scalar_quantize(x: np.ndarray, ranges32: np.ndarray, xor_mask: int,
     rows = _as_rows(x, calc)
     n = rows.shape[0]
     out = np.empty((n, d), dtype=np.uint8)
+    kern: Any
     if calc == np.float32:
         kern, st, sp = _core.quantize_f32, starts.astype(np.float32), steps
     else:
@@ -305,6 +306,28 @@ def _pack_sign(x: np.ndarray, xor_mask: int, threads: Optional[int]) -> np.ndarr
 
 
 # ------------------------------------------------------------- public API
+@overload
+def quantize_embeddings(
+    embeddings: List[Any],
+    precision: str,
+    ranges: Optional[np.ndarray] = None,
+    calibration_embeddings: Optional[np.ndarray] = None,
+    *,
+    threads: Optional[int] = None,
+) -> List[np.ndarray]: ...
+
+
+@overload
+def quantize_embeddings(
+    embeddings: Any,
+    precision: str,
+    ranges: Optional[np.ndarray] = None,
+    calibration_embeddings: Optional[np.ndarray] = None,
+    *,
+    threads: Optional[int] = None,
+) -> np.ndarray: ...
+
+
 def quantize_embeddings(
     embeddings: Any,
     precision: str,

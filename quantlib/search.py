@@ -413,6 +413,8 @@ def _rescore(q64: np.ndarray, c: np.ndarray, ids: np.ndarray, rec: "P.Precision"
     else:
         from .quantization import _dequantization_steps
 
+        if ranges32 is None:  # pragma: no cover - every caller passes the ranges of scalar codes
+            raise TypeError("internal: scalar codes are rescored with their ranges")
         starts, steps = _dequantization_steps(ranges32)
         w = np.ascontiguousarray(q64 * steps.astype(np.float64))
         bias = q64 @ starts.astype(np.float64)  # int8 codes: the kernel reads c + 128
