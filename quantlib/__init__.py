@@ -22,11 +22,29 @@ except ImportError as _exc:  # pragma: no cover - depends on how the package was
 from ._config import _apply_env
 from ._threads import _env_threads, get_num_threads, set_num_threads  # noqa: E402
 
-_apply_env()
-try:
-    _env_threads()
-except ValueError as _exc:  # like QUANTLIB_ISA: a bad setting fails at import, in one line
-    raise ImportError(str(_exc)) from None
+
+
+def _check_environment() -> None:
+    """QUANTLIB_ISA / QUANTLIB_NUM_THREADS: a bad value fails at import (an
+    unusable level would otherwise SIGILL later). Under the ``quantlib``
+    command it is a one-line error and exit status 2, not a traceback."""
+    try:
+        _apply_env()
+        _env_threads()
+    except (ImportError, ValueError) as exc:
+        import os
+        import sys
+
+        orig = list(getattr(sys, "orig_argv", []))
+        as_command = os.path.basename(sys.argv[0] if sys.argv else "") in ("quantlib", "quantlib.exe") or \
+            any(a == "-m" and b == "quantlib" for a, b in zip(orig, orig[1:]))
+        if as_command:
+            sys.stderr.write(f"quantlib: error: {exc}\n")
+            raise SystemExit(2) from None
+        raise ImportError(str(exc)) from None
+
+
+_check_environment()
 
 from ._config import available_isas, get_isa, set_isa, show_config  # noqa: E402
 from .quantization import (  # noqa: E402

@@ -6,6 +6,7 @@ runs the full default ``quantlib demo`` (a few minutes on 2 cores).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import quantlib
 
 # the CLI tests need the demo dependencies (installed by the `test` extra);
 # the minimal wheel/sdist venvs of tools/ run without them
@@ -40,7 +43,7 @@ def run(*args, block=(), timeout=600, env=None):
     if block:
         stmt = "; ".join(f"sys.modules[{m!r}] = None" for m in block)
         cmd = [sys.executable, "-c",
-               f"import sys; {stmt}; from quantlib.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+               f"import sys; {stmt}; from quantlib.apps.cli import main; sys.exit(main(sys.argv[1:]))", *args]
     else:
         cmd = [sys.executable, "-m", "quantlib", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=timeout)
@@ -148,9 +151,9 @@ def test_console_script_entry_point_declared():
 
     eps = [ep for ep in entry_points(group="console_scripts") if ep.name == "quantlib"]
     if eps:  # installed: check the metadata pip wrote
-        assert eps[0].value == "quantlib.cli:main"
+        assert eps[0].value == "quantlib.apps.cli:main"
     elif (ROOT / "pyproject.toml").is_file():  # source tree without an install
-        assert 'quantlib = "quantlib.cli:main"' in (ROOT / "pyproject.toml").read_text()
+        assert 'quantlib = "quantlib.apps.cli:main"' in (ROOT / "pyproject.toml").read_text()
     else:
         pytest.fail("quantlib is neither installed with its console script nor run from the source tree")
 
@@ -193,7 +196,7 @@ def test_demo_embeddings_overlap_matches_numpy(tmp_path):
     np.save(f, x)
     p = run("demo", "--embeddings", str(f), "--repeat", "1")
     assert p.returncode == 0, p.stderr
-    from quantlib.demo import holdout
+    from quantlib.apps.demo import holdout
 
     q = holdout(300)
     keep = np.setdiff1d(np.arange(300), q)
@@ -402,3 +405,91 @@ def test_full_default_demo(tmp_path):
     assert kept["binary + int8 rescore x10"] > 95
     assert pct(rows["binary + int8 rescore x10"][-3]) > 95  # overlap@10
     assert len(list((tmp_path / "cache").glob("embeddings-*.npz"))) == 1
+
+
+# ------------------------------------------------------------ build / search / inspect / --version
+def _npy(tmp_path, name="emb.npy", n=3000, d=48, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    p = tmp_path / name
+    np.save(p, x)
+    return p, x
+
+
+def test_version():
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.strip().startswith(f"quantlib {quantlib.__version__}"), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("precision", ["ubinary", "int8", "float32"])
+def test_build_search_inspect_index(tmp_path, precision):
+    emb, x = _npy(tmp_path)
+    q = tmp_path / "q.npy"
+    np.save(q, x[:5])
+    out = tmp_path / "i.qlx"
+    p = run("build", str(emb), str(out), "--precision", precision, "--quiet", "--chunk-size", "700")
+    assert p.returncode == 0, p.stderr
+    idx = quantlib.load_index(out)
+    assert len(idx) == 3000 and idx.precision == precision
+    ref = quantlib.Index(48, precision, quantlib.calibration_ranges(x) if precision == "int8" else None)
+    ref.add(x)
+    want_v, want_i = ref.search(x[:5], 4)
+    p = run("search", str(out), str(q), "-k", "4", "-o", str(tmp_path / "r.npz"))
+    assert p.returncode == 0, p.stderr
+    r = np.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(r["ids"], want_i)
+    np.testing.assert_array_equal(r["scores"], want_v)
+    p = run("search", str(out), str(q), "-k", "4")  # TSV on stdout
+    lines = p.stdout.strip().splitlines()
+    assert lines[0] == "query\trank\tid\tscore" and len(lines) == 1 + 5 * 4
+    assert [int(l.split("\t")[2]) for l in lines[1:5]] == want_i[0].tolist()
+    p = run("search", str(out), str(q), "-k", "2", "-o", str(tmp_path / "r.json"))
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert [h["id"] for h in doc[3]] == want_i[3, :2].tolist()
+    p = run("inspect", str(out), "--verify", "--json")
+    info = json.loads(p.stdout)
+    assert info["kind"] == "Index" and info["precision"] == precision and info["count"] == 3000
+    assert all(s["checksum"] == "ok" for s in info["sections"])
+
+
+def test_build_pipeline_and_search(tmp_path):
+    emb, x = _npy(tmp_path)
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.arange(3000, dtype=np.int64) * 10)
+    out = tmp_path / "p.qlx"
+    p = run("build", str(emb), str(out), "--kind", "pipeline", "--ids", str(ids), "--quiet")
+    assert p.returncode == 0, p.stderr
+    pipe = quantlib.load_index(out)
+    want = quantlib.RescorePipeline.build(x, tmp_path / "ref.qlx", ids=np.arange(3000) * 10).search(x[:3], 5, 4)
+    q = tmp_path / "q.npy"
+    np.save(q, x[:3])
+    p = run("search", str(out), str(q), "-k", "5", "-o", str(tmp_path / "r.npz"))
+    r = np.load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(r["ids"], want[1])
+    np.testing.assert_array_equal(r["scores"], want[0])
+    assert len(pipe) == 3000
+    p = run("inspect", str(out))
+    assert "RescorePipeline" in p.stdout and "rescore codes" in p.stdout
+
+
+def test_tool_errors_are_one_line(tmp_path):
+    emb, x = _npy(tmp_path, n=50)
+    assert_user_error(run("build", str(tmp_path / "missing.npy"), str(tmp_path / "o.qlx")), "embeddings file not found")
+    ints = tmp_path / "ints.npy"
+    np.save(ints, np.zeros((4, 4), np.int8))
+    assert_user_error(run("build", str(ints), str(tmp_path / "o.qlx")), "2-D float array")
+    assert_user_error(run("build", str(emb), str(tmp_path / "o.qlx"), "--precision", "ubinary", "--ranges", str(emb)),
+                      "--ranges/--calibration apply to int8/uint8")
+    assert_user_error(run("inspect", str(emb)), "not a quantlib index file")
+    assert_user_error(run("inspect", str(tmp_path / "nope.qlx")), "file not found")
+    run("build", str(emb), str(tmp_path / "o.qlx"), "--quiet")
+    assert_user_error(run("search", str(tmp_path / "o.qlx"), str(emb), "-k", "0"), "-k must be >= 1")
+    assert_user_error(run("search", str(tmp_path / "o.qlx"), str(emb), "-o", str(tmp_path / "r.csv")), "--out must end in")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 7), np.float32))
+    assert_user_error(run("search", str(tmp_path / "o.qlx"), str(wrong)), "7 dims but the index has 48")
+
+
+def test_bad_isa_is_a_one_line_error():
+    assert_user_error(run("info", env=_env(QUANTLIB_ISA="bogus")), "QUANTLIB_ISA='bogus'", "unknown ISA level")
+    assert_user_error(run("info", env=_env(QUANTLIB_NUM_THREADS="0")), "QUANTLIB_NUM_THREADS must be a positive")

@@ -286,7 +286,7 @@ def save_plot(res: List[Result], path: str, title: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import quantlib as ql
-    from ._threads import usable_cores
+    from .._threads import usable_cores
 
     for name in ("n", "dim", "queries", "top_k", "repeat", "rescore_multiplier"):
         if getattr(args, name) < 1:

@@ -1,11 +1,14 @@
 """quantlib: embedding quantization and exact quantized search from the command line.
 
-  quantlib demo    quantize real sentence embeddings (offline) and compare the
-                   memory, speed and quality of float32, int8, binary and
-                   binary + int8 rescoring
-  quantlib bench   quick speed report on synthetic data vs numpy,
-                   sentence-transformers, faiss and usearch
-  quantlib info    version, CPU features, compiled and active kernel level
+  quantlib demo     quantize real sentence embeddings (offline) and compare the
+                    memory, speed and quality of float32, int8, binary and
+                    binary + int8 rescoring
+  quantlib build    embeddings (.npy) -> an index or rescoring pipeline (.qlx)
+  quantlib search   a .qlx file + queries (.npy) -> ids and scores (TSV, JSON, .npz)
+  quantlib inspect  header, precision, sizes and checksums of a .qlx file
+  quantlib bench    quick speed report on synthetic data vs numpy,
+                    sentence-transformers, faiss and usearch
+  quantlib info     version, CPU features, compiled and active kernel levels
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import show_config
+    from .. import show_config
 
     show_config(print_out=True)
     return 0
@@ -40,8 +43,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+    from . import tools
+
     p = _Parser(prog="quantlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"quantlib {__version__} (distribution quantlib-embed)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, add, run, help_ in (
+            ("build", tools.add_build_arguments, tools.cmd_build,
+             "embeddings (.npy) -> an Index or RescorePipeline file (.qlx)"),
+            ("search", tools.add_search_arguments, tools.cmd_search,
+             "search a .qlx file with queries (.npy); results as TSV, JSON or .npz"),
+            ("inspect", tools.add_inspect_arguments, tools.cmd_inspect,
+             "header, precision, sizes and checksums of a .qlx file")):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add(sp)
+        sp.set_defaults(func=run)
     pi = sub.add_parser("info", help="version, CPU features, compiled and active kernel level")
     pi.set_defaults(func=_cmd_info)
 
@@ -65,16 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .demo import CLIError
+    from .errors import CLIError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .. import FormatError
+
     try:
         return int(args.func(args) or 0)
     except CLIError as e:
+        print(f"quantlib {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (FormatError, ValueError, TypeError, OSError) as e:
+        if args.command not in ("build", "search", "inspect"):
+            raise
+        # the library's own clear errors (bad file, bad shapes, wrong precision): one line, not a traceback
         print(f"quantlib {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -31,8 +31,7 @@ DEFAULT_MAX_PASSAGES = 3500
 DEMO_EXTRA = 'pip install "quantlib-embed[demo]"'
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit code 2."""
+from .errors import CLIError  # noqa: E402,F401  (re-exported: bench and the CLI import it from here too)
 
 
 # ------------------------------------------------------------------ corpus
@@ -664,6 +663,10 @@ def run(args) -> int:
         raise CLIError(str(e).splitlines()[0] if str(e) else type(e).__name__)
     log(format_table(rows, top_k))
     log("")
+    if getattr(args, "save_embeddings", None):
+        np.save(args.save_embeddings, np.ascontiguousarray(corpus_emb, dtype=np.float32))
+        log(f"corpus embeddings saved to {args.save_embeddings} ({n} x {d} float32): try "
+            f"`quantlib build {args.save_embeddings} index.qlx`")
     log(f"memory = the corpus codes a search scans; the rescoring rows read only {top_k} x multiplier int8 rows "
         f"per query, which can stay on disk (np.load(mmap_mode='r')).")
     log(f"overlap@{top_k} = share of float32 exact top-{top_k} found" + (
@@ -676,7 +679,7 @@ def run(args) -> int:
 
 
 def _usable() -> int:
-    from ._threads import usable_cores
+    from .._threads import usable_cores
 
     return usable_cores()
 
@@ -699,6 +702,8 @@ def add_arguments(p) -> None:
     s.add_argument("--threads", type=int, default=None, help="search (and embedding) threads (default: all cores)")
     s.add_argument("--repeat", type=int, default=5, help="timed runs per precision; the median is shown (default 5)")
     p.add_argument("--plot", metavar="OUT.png", help="save a speed-up / quality-kept figure")
+    p.add_argument("--save-embeddings", metavar="OUT.npy",
+                   help="also save the corpus embeddings as a float32 .npy (input for quantlib build)")
 
 
 def argparse_suppress():
