@@ -1,8 +1,9 @@
 """Build script for quantlib's compiled core.
 
 The Cython module ``quantlib._core`` links the baseline C files (dispatch,
-top-k, scalar kernels) and one object per SIMD level, each compiled with the
-flags of its own target only.  The dispatcher picks a level at import time
+top-k, csrc/<family>/scalar.c) and, per SIMD level of build_levels.py, one
+object per csrc/<family>/<level>.c that exists, each compiled with the flags
+of its own target only.  The dispatcher picks a level at import time
 from CPUID and XCR0, so one build runs on every CPU of the architecture.
 
 Environment variables (build time):
@@ -26,20 +27,24 @@ IS_X86_64 = machine in ("x86_64", "amd64")
 IS_AARCH64 = machine in ("aarch64", "arm64")
 IS_MSVC = sys.platform == "win32"
 
-# (source, extra flags, macro telling dispatch.c the level is compiled in)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_levels import FAMILIES, LEVELS, macro  # noqa: E402  (the one flags table)
+
+SCALAR_SOURCES = [f"{CSRC}/{fam}/scalar.c" for fam in FAMILIES]
+HEADERS = [f"{CSRC}/{h}" for h in ("quantlib.h", "levels.h", "ql_internal.h", "drivers/scan.inc",
+                                   "drivers/rescore.inc", "drivers/quantize.inc",
+                                   "drivers/avx512_icl.h")]
+
+# (source, extra flags, macro telling levels.h the level is compiled in)
 ISA_OBJECTS: list[tuple[str, list[str], str]] = []
-if IS_X86_64 and not IS_MSVC:
-    _avx2 = ["-mavx2", "-mfma", "-mbmi2", "-mpopcnt", "-mavx"]
-    _avx512 = _avx2 + [
-        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq",
-        "-mavx512vpopcntdq", "-mavx512vnni", "-mavx512bitalg",
-    ]
-    ISA_OBJECTS = [
-        (f"{CSRC}/kernels_avx2.c", _avx2, "QL_HAVE_AVX2"),
-        (f"{CSRC}/kernels_avx512.c", _avx512, "QL_HAVE_AVX512"),
-    ]
-elif IS_AARCH64 and not IS_MSVC:
-    ISA_OBJECTS = [(f"{CSRC}/kernels_neon.c", [], "QL_HAVE_NEON")]
+if not IS_MSVC:
+    for _level, _row in LEVELS.items():
+        if machine not in _row["arch"]:
+            continue
+        for _fam in FAMILIES:
+            _src = f"{CSRC}/{_fam}/{_level}.c"
+            if os.path.exists(_src):
+                ISA_OBJECTS.append((_src, list(_row["flags"]), macro(_level)))
 
 
 def _common_flags() -> list[str]:
@@ -79,7 +84,7 @@ class BuildExt(build_ext):
                     output_dir=self.build_temp,
                     include_dirs=[CSRC],
                     extra_postargs=_common_flags() + flags,
-                    depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h", f"{CSRC}/kernels_scalar.c"],
+                    depends=HEADERS,
                 )
             ext.extra_objects = list(ext.extra_objects or []) + objects
         super().build_extension(ext)
@@ -88,18 +93,17 @@ class BuildExt(build_ext):
 def _extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
-    macros = [(m, "1") for _, _, m in ISA_OBJECTS]
+    macros = sorted({(m, "1") for _, _, m in ISA_OBJECTS})
     ext = Extension(
         "quantlib._core",
-        sources=["quantlib/_core.pyx", f"{CSRC}/dispatch.c", f"{CSRC}/topk.c",
-                 f"{CSRC}/kernels_scalar.c"],
+        sources=["quantlib/_core.pyx", f"{CSRC}/dispatch.c", f"{CSRC}/topk.c"] + SCALAR_SOURCES,
         include_dirs=[CSRC],
         define_macros=macros,
         extra_compile_args=_common_flags(),
         extra_link_args=_link_flags(),
         # the ISA objects are linked in as extra objects: list their sources so
         # a change to any of them relinks the extension
-        depends=[f"{CSRC}/quantlib.h", f"{CSRC}/ql_internal.h"] + [src for src, _, _ in ISA_OBJECTS],
+        depends=HEADERS + [src for src, _, _ in ISA_OBJECTS],
     )
     return cythonize([ext], language_level=3, compiler_directives={"embedsignature": True})
 

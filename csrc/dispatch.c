@@ -28,15 +28,83 @@
 
 static uint64_t g_features = 0;
 static int g_detected = 0;
-static const ql_kernels_t *g_active = &ql_kernels_scalar;
+
+/* ---- the level registry (levels.h) -------------------------------------- */
+static const char *const k_isa_names[QL_ISA_COUNT] = {
+#define QL_X_NAME(ID, name, fb, req) #name,
+    QL_LEVELS(QL_X_NAME)
+#undef QL_X_NAME
+};
+static const int k_isa_fallback[QL_ISA_COUNT] = {
+#define QL_X_FB(ID, name, fb, req) QL_ISA_##fb,
+    QL_LEVELS(QL_X_FB)
+#undef QL_X_FB
+};
+static const uint64_t k_isa_required[QL_ISA_COUNT] = {
+#define QL_X_REQ(ID, name, fb, req) (uint64_t)(req),
+    QL_LEVELS(QL_X_REQ)
+#undef QL_X_REQ
+};
+
+static const char *const k_feature_names[64] = {
+#define QL_X_FNAME(bit, name, leaf, sub, reg, pos) [bit] = name,
+    QL_FEATURES(QL_X_FNAME)
+#undef QL_X_FNAME
+};
+
+enum {
+#define QL_X_SLOT(f, slot) QL_SLOT_##slot,
+    QL_SLOTS(QL_X_SLOT)
+#undef QL_X_SLOT
+    QL_SLOT_COUNT
+};
+static const char *const k_slot_names[QL_SLOT_COUNT] = {
+#define QL_X_SLOT(f, slot) #slot,
+    QL_SLOTS(QL_X_SLOT)
+#undef QL_X_SLOT
+};
+static const char *const k_slot_families[QL_SLOT_COUNT] = {
+#define QL_X_SLOT(f, slot) #f,
+    QL_SLOTS(QL_X_SLOT)
+#undef QL_X_SLOT
+};
+
+/* Resolved tables: level lv's own family tables, every NULL slot taken from
+ * its fallback (recursively, down to scalar).  Built once, before any use. */
+static ql_kernels_t g_tables[QL_ISA_COUNT];
+static int g_slot_level[QL_ISA_COUNT][QL_SLOT_COUNT];
+static int g_compiled[QL_ISA_COUNT];
+static int g_built = 0;
+
+static void build_tables(void) {
+    if (g_built) return;
+    for (int lv = 0; lv < QL_ISA_COUNT; lv++) {
+        memset(&g_tables[lv], 0, sizeof g_tables[lv]);
+        g_tables[lv].name = k_isa_names[lv];
+    }
+#define QL_X_FILL(f, ID, lv) g_tables[QL_ISA_##ID].f = ql_ops_##f##_##lv, g_compiled[QL_ISA_##ID] = 1;
+    QL_PROVIDES(QL_X_FILL)
+#undef QL_X_FILL
+    /* fallbacks come first in table order, so one pass in order resolves all */
+    for (int lv = 0; lv < QL_ISA_COUNT; lv++) {
+        ql_kernels_t *t = &g_tables[lv];
+        const ql_kernels_t *fb = &g_tables[k_isa_fallback[lv]];
+        const int *fbl = g_slot_level[k_isa_fallback[lv]];
+#define QL_X_RESOLVE(f, slot)                                                             \
+        if (t->f.slot) {                                                                  \
+            g_slot_level[lv][QL_SLOT_##slot] = lv;                                        \
+        } else {                                                                          \
+            t->f.slot = fb->f.slot;                                                       \
+            g_slot_level[lv][QL_SLOT_##slot] = fbl[QL_SLOT_##slot];                       \
+        }
+        QL_SLOTS(QL_X_RESOLVE)
+#undef QL_X_RESOLVE
+    }
+    g_built = 1;
+}
+
+static const ql_kernels_t *g_active = NULL;
 static int g_active_level = QL_ISA_SCALAR;
-
-static const char *const k_isa_names[QL_ISA_COUNT] = {"scalar", "avx2", "avx512", "neon"};
-
-static const char *const k_feature_names[] = {
-    "popcnt", "sse4.2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512vl",
-    "avx512dq", "avx512vpopcntdq", "avx512vnni", "avx512bitalg", "avxvnni", "os_avx",
-    "os_avx512", "neon", "asimddp"};
 
 #if defined(QL_X86)
 static void cpuid2(unsigned leaf, unsigned sub, unsigned r[4]) {
@@ -66,34 +134,21 @@ static uint64_t detect_x86(void) {
     cpuid2(0, 0, r);
     unsigned max_leaf = r[0];
     if (max_leaf < 1) return 0;
+    /* every plain CPUID bit of levels.h QL_FEATURES */
+#define QL_X_CPUID(bit, name, leaf, sub, reg, pos)                                        \
+    if ((leaf) != 0 && (unsigned)(leaf) <= max_leaf) {                                    \
+        cpuid2((leaf), (sub), r);                                                         \
+        if (r[(reg)] & (1u << (pos))) f |= 1ull << (bit);                                 \
+    }
+    QL_FEATURES(QL_X_CPUID)
+#undef QL_X_CPUID
     cpuid2(1, 0, r);
-    unsigned ecx1 = r[2];
-    if (ecx1 & (1u << 23)) f |= QL_FEAT_POPCNT;
-    if (ecx1 & (1u << 20)) f |= QL_FEAT_SSE42;
-    if (ecx1 & (1u << 12)) f |= QL_FEAT_FMA;
-    int osxsave = (ecx1 >> 27) & 1;
-    int avx = (ecx1 >> 28) & 1;
+    int osxsave = (r[2] >> 27) & 1;
     uint64_t xcr0 = osxsave ? read_xcr0() : 0;
     int os_avx = osxsave && ((xcr0 & 0x6) == 0x6);          /* XMM | YMM */
     int os_avx512 = os_avx && ((xcr0 & 0xe0) == 0xe0);      /* opmask | ZMM_Hi256 | Hi16_ZMM */
     if (os_avx) f |= QL_FEAT_OS_AVX;
     if (os_avx512) f |= QL_FEAT_OS_AVX512;
-    if (avx) f |= QL_FEAT_AVX;
-    if (max_leaf >= 7) {
-        cpuid2(7, 0, r);
-        unsigned ebx = r[1], ecx = r[2];
-        if (ebx & (1u << 5)) f |= QL_FEAT_AVX2;
-        if (ebx & (1u << 8)) f |= QL_FEAT_BMI2;
-        if (ebx & (1u << 16)) f |= QL_FEAT_AVX512F;
-        if (ebx & (1u << 17)) f |= QL_FEAT_AVX512DQ;
-        if (ebx & (1u << 30)) f |= QL_FEAT_AVX512BW;
-        if (ebx & (1u << 31)) f |= QL_FEAT_AVX512VL;
-        if (ecx & (1u << 11)) f |= QL_FEAT_AVX512VNNI;
-        if (ecx & (1u << 12)) f |= QL_FEAT_AVX512BITALG;
-        if (ecx & (1u << 14)) f |= QL_FEAT_AVX512VPOPCNTDQ;
-        cpuid2(7, 1, r);
-        if (r[0] & (1u << 4)) f |= QL_FEAT_AVXVNNI;
-    }
     return f;
 }
 #endif
@@ -114,80 +169,70 @@ static uint64_t detect(void) {
 #endif
 }
 
-static const ql_kernels_t *table_for(int level) {
-    switch (level) {
-    case QL_ISA_SCALAR: return &ql_kernels_scalar;
-#if defined(QL_HAVE_AVX2)
-    case QL_ISA_AVX2: return &ql_kernels_avx2;
-#endif
-#if defined(QL_HAVE_AVX512)
-    case QL_ISA_AVX512: return &ql_kernels_avx512;
-#endif
-#if defined(QL_HAVE_NEON)
-    case QL_ISA_NEON: return &ql_kernels_neon;
-#endif
-    default: return NULL;
-    }
-}
-
-int ql_isa_compiled(int level) { return level >= 0 && level < QL_ISA_COUNT && table_for(level) != NULL; }
-
-static int cpu_supports(int level, uint64_t f) {
-    const uint64_t avx2 = QL_FEAT_AVX | QL_FEAT_AVX2 | QL_FEAT_FMA | QL_FEAT_BMI2 | QL_FEAT_POPCNT |
-                          QL_FEAT_OS_AVX;
-    const uint64_t avx512 = avx2 | QL_FEAT_AVX512F | QL_FEAT_AVX512BW | QL_FEAT_AVX512VL |
-                            QL_FEAT_AVX512DQ | QL_FEAT_AVX512VPOPCNTDQ | QL_FEAT_AVX512VNNI |
-                            QL_FEAT_OS_AVX512;
-    switch (level) {
-    case QL_ISA_SCALAR: return 1;
-    case QL_ISA_AVX2: return (f & avx2) == avx2;
-    case QL_ISA_AVX512: return (f & avx512) == avx512;
-    case QL_ISA_NEON: return (f & QL_FEAT_NEON) != 0;
-    default: return 0;
-    }
-}
-
-int ql_init(void) {
+static void ensure_init(void) {
     if (!g_detected) {
         g_features = detect();
         g_detected = 1;
     }
-    return ql_set_isa("best");
+    build_tables();
+}
+
+const ql_kernels_t *ql_kernels_for(int level) {
+    build_tables();
+    return (level >= 0 && level < QL_ISA_COUNT && g_compiled[level]) ? &g_tables[level] : NULL;
+}
+
+int ql_isa_compiled(int level) { return ql_kernels_for(level) != NULL; }
+
+uint64_t ql_isa_required(int level) {
+    return (level >= 0 && level < QL_ISA_COUNT) ? k_isa_required[level] : 0;
 }
 
 int ql_isa_usable(int level) {
-    if (!g_detected) {
-        g_features = detect();
-        g_detected = 1;
+    ensure_init();
+    if (!ql_isa_compiled(level)) return 0;
+    /* the level's own requirements and its fallbacks' (it may run their code) */
+    for (int lv = level;; lv = k_isa_fallback[lv]) {
+        if ((g_features & k_isa_required[lv]) != k_isa_required[lv]) return 0;
+        if (k_isa_fallback[lv] == lv) return 1;
     }
-    return ql_isa_compiled(level) && cpu_supports(level, g_features);
 }
 
+int ql_isa_lookup(const char *name) {
+    if (name == NULL) return -1;
+    for (int lv = 0; lv < QL_ISA_COUNT; lv++)
+        if (strcmp(name, k_isa_names[lv]) == 0) return lv;
+#define QL_X_ALIAS(alias, ID) \
+    if (strcmp(name, #alias) == 0) return QL_ISA_##ID;
+    QL_LEVEL_ALIASES(QL_X_ALIAS)
+#undef QL_X_ALIAS
+    return -1;
+}
+
+static void activate(int lv) {
+    g_active = &g_tables[lv];
+    g_active_level = lv;
+}
+
+int ql_init(void) { return ql_set_isa("best"); }
+
 int ql_set_isa(const char *name) {
-    if (!g_detected) {
-        g_features = detect();
-        g_detected = 1;
-    }
+    ensure_init();
     if (name == NULL || strcmp(name, "best") == 0 || name[0] == '\0') {
-        static const int order[] = {QL_ISA_AVX512, QL_ISA_AVX2, QL_ISA_NEON, QL_ISA_SCALAR};
-        for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-            if (ql_isa_usable(order[i])) {
-                g_active = table_for(order[i]);
-                g_active_level = order[i];
+        /* selection order: the usable level with the highest id (levels.h) */
+        for (int lv = QL_ISA_COUNT - 1; lv >= 0; lv--) {
+            if (ql_isa_usable(lv)) {
+                activate(lv);
                 return QL_OK;
             }
         }
         return QL_EUNSUPPORTED; /* unreachable: scalar is always usable */
     }
-    for (int lv = 0; lv < QL_ISA_COUNT; lv++) {
-        if (strcmp(name, k_isa_names[lv]) == 0) {
-            if (!ql_isa_usable(lv)) return QL_EUNSUPPORTED;
-            g_active = table_for(lv);
-            g_active_level = lv;
-            return QL_OK;
-        }
-    }
-    return QL_EUNKNOWN_ISA;
+    int lv = ql_isa_lookup(name);
+    if (lv < 0) return QL_EUNKNOWN_ISA;
+    if (!ql_isa_usable(lv)) return QL_EUNSUPPORTED;
+    activate(lv);
+    return QL_OK;
 }
 
 const char *ql_active_isa(void) { return k_isa_names[g_active_level]; }
@@ -195,57 +240,96 @@ const char *ql_isa_name(int level) {
     return (level >= 0 && level < QL_ISA_COUNT) ? k_isa_names[level] : NULL;
 }
 uint64_t ql_cpu_features(void) {
-    if (!g_detected) {
-        g_features = detect();
-        g_detected = 1;
-    }
+    ensure_init();
     return g_features;
 }
-const char *ql_feature_name(int bit) {
-    if (bit < 0 || (size_t)bit >= sizeof(k_feature_names) / sizeof(k_feature_names[0])) return NULL;
-    return k_feature_names[bit];
+const char *ql_feature_name(int bit) { return (bit < 0 || bit >= 64) ? NULL : k_feature_names[bit]; }
+
+int ql_kernel_count(void) { return QL_SLOT_COUNT; }
+const char *ql_kernel_name(int slot) { return (slot >= 0 && slot < QL_SLOT_COUNT) ? k_slot_names[slot] : NULL; }
+const char *ql_kernel_family(int slot) {
+    return (slot >= 0 && slot < QL_SLOT_COUNT) ? k_slot_families[slot] : NULL;
+}
+int ql_kernel_level(int slot) {
+    ensure_init();
+    return (slot >= 0 && slot < QL_SLOT_COUNT) ? g_slot_level[g_active_level][slot] : -1;
 }
 
 /* ---- forwarding entry points ------------------------------------------- */
+/* Before ql_init() the scalar table serves (safe on every CPU). */
+static inline const ql_kernels_t *active(void) {
+    if (!g_active) {
+        build_tables();
+        g_active = &g_tables[QL_ISA_SCALAR];
+    }
+    return g_active;
+}
+
 void ql_pack_sign_f32(const float *x, size_t n, size_t d, uint8_t *out, uint8_t m) {
-    g_active->pack_sign_f32(x, n, d, out, m);
+    active()->quantize.pack_sign_f32(x, n, d, out, m);
 }
 void ql_pack_sign_f64(const double *x, size_t n, size_t d, uint8_t *out, uint8_t m) {
-    g_active->pack_sign_f64(x, n, d, out, m);
+    active()->quantize.pack_sign_f64(x, n, d, out, m);
 }
 size_t ql_quantize_f32(const float *x, size_t n, size_t d, const float *start, const float *step,
                        uint8_t *out, uint8_t m) {
-    return g_active->quantize_f32(x, n, d, start, step, out, m);
+    return active()->quantize.quantize_f32(x, n, d, start, step, out, m);
 }
 size_t ql_quantize_f64(const double *x, size_t n, size_t d, const double *start,
                        const double *step, uint8_t *out, uint8_t m) {
-    return g_active->quantize_f64(x, n, d, start, step, out, m);
+    return active()->quantize.quantize_f64(x, n, d, start, step, out, m);
 }
 size_t ql_minmax_f32(const float *x, size_t n, size_t d, float *mn, float *mx) {
-    return g_active->minmax_f32(x, n, d, mn, mx);
+    return active()->quantize.minmax_f32(x, n, d, mn, mx);
 }
 size_t ql_minmax_f64(const double *x, size_t n, size_t d, double *mn, double *mx) {
-    return g_active->minmax_f64(x, n, d, mn, mx);
+    return active()->quantize.minmax_f64(x, n, d, mn, mx);
 }
-void ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
-                       int32_t *out, size_t ldo) {
-    if (na == 0 || nb == 0) return;
-    g_active->hamming_matrix(a, na, b, nb, nbytes, out, ldo);
+
+#define QL_HAMMING_MAX_BYTES ((size_t)(INT32_MAX / 8) - 1)
+
+int ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t nbytes,
+                      int32_t *out, size_t ldo) {
+    if (na == 0 || nb == 0) return QL_OK;
+    if (nbytes == 0 || nbytes > QL_HAMMING_MAX_BYTES || ldo < nb) return QL_EINVAL;
+    active()->hamming.hamming_matrix(a, na, b, nb, nbytes, out, ldo);
+    return QL_OK;
 }
-void ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
-                   int is_signed, int32_t *out, size_t ldo) {
-    if (na == 0 || nb == 0) return;
-    g_active->dot_matrix(a, na, b, nb, d, is_signed, out, ldo);
+int ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
+                  int is_signed, int32_t *out, size_t ldo) {
+    if (na == 0 || nb == 0) return QL_OK;
+    if (d == 0 || d > (is_signed ? QL_DOT_MAX_DIM_SIGNED : QL_DOT_MAX_DIM_UNSIGNED) || ldo < nb)
+        return QL_EINVAL;
+    active()->dot8.dot_matrix(a, na, b, nb, d, is_signed, out, ldo);
+    return QL_OK;
 }
-void ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
-                      int is_signed, const int64_t *ids, size_t m, double *out) {
-    if (nq == 0 || m == 0) return;
-    g_active->rescore_codes(w, nq, d, codes, ld, is_signed, ids, m, out);
+
+/* every id < n_rows (negative: empty slot); without ids rows 0..m-1 are read */
+static int check_ids(const int64_t *ids, size_t nq, size_t m, size_t n_rows) {
+    if (!ids) return m <= n_rows ? QL_OK : QL_EINVAL;
+    const size_t total = nq * m;
+    int64_t mx = -1;
+    for (size_t i = 0; i < total; i++) mx = ids[i] > mx ? ids[i] : mx;
+    return (mx < 0 || (uint64_t)mx < (uint64_t)n_rows) ? QL_OK : QL_EINVAL;
 }
-void ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes, size_t ld,
-                     uint8_t xor_mask, const int64_t *ids, size_t m, double *out) {
-    if (nq == 0 || m == 0) return;
-    g_active->rescore_bits(q, nq, d, codes, ld, xor_mask, ids, m, out);
+
+int ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes, size_t ld,
+                     size_t n_rows, int is_signed, const int64_t *ids, size_t m, double *out) {
+    if (nq == 0 || m == 0) return QL_OK;
+    if (ld < d) return QL_EINVAL;
+    int rc = check_ids(ids, nq, m, n_rows);
+    if (rc != QL_OK) return rc;
+    active()->rescore.rescore_codes(w, nq, d, codes, ld, is_signed, ids, m, out);
+    return QL_OK;
+}
+int ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes, size_t ld,
+                    size_t n_rows, uint8_t xor_mask, const int64_t *ids, size_t m, double *out) {
+    if (nq == 0 || m == 0) return QL_OK;
+    if (ld > SIZE_MAX / 8 || ld * 8 < d) return QL_EINVAL;
+    int rc = check_ids(ids, nq, m, n_rows);
+    if (rc != QL_OK) return rc;
+    active()->rescore.rescore_bits(q, nq, d, codes, ld, xor_mask, ids, m, out);
+    return QL_OK;
 }
 
 /* Queries are processed in blocks so the candidate buffers stay small. */
@@ -257,7 +341,7 @@ static int run_topk(int kind, const uint8_t *q, size_t nq, const uint8_t *c, siz
     if (nq == 0) return QL_OK;
     size_t kk = k < nc ? k : nc;
     if (kk == 0) return QL_OK;
-    const ql_kernels_t *kt = g_active;
+    const ql_kernels_t *kt = active();
     size_t qb = nq < QL_TOPK_QBLOCK ? nq : QL_TOPK_QBLOCK;
     ql_topk_t *st = ql_topk_alloc(qb, kk);
     if (!st) return QL_ENOMEM;
@@ -268,9 +352,9 @@ static int run_topk(int kind, const uint8_t *q, size_t nq, const uint8_t *c, siz
             st[i].thr = INT32_MAX;
         }
         if (kind == 0)
-            kt->hamming_topk(q + q0 * width, nb, c, nc, width, id_offset, st);
+            kt->hamming.hamming_topk(q + q0 * width, nb, c, nc, width, id_offset, st);
         else
-            kt->dot_topk(q + q0 * width, nb, c, nc, width, is_signed, id_offset, st);
+            kt->dot8.dot_topk(q + q0 * width, nb, c, nc, width, is_signed, id_offset, st);
         for (size_t i = 0; i < nb; i++) {
             size_t got = ql_topk_finish(&st[i], out_keys + (q0 + i) * kk, out_ids + (q0 + i) * kk);
             (void)got; /* == kk: every row was offered */
@@ -282,7 +366,7 @@ static int run_topk(int kind, const uint8_t *q, size_t nq, const uint8_t *c, siz
 
 int ql_hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t nbytes,
                     size_t k, int64_t id_offset, int32_t *out_dist, int64_t *out_ids) {
-    if (nbytes == 0 || nbytes > (size_t)(INT32_MAX / 8) - 1) return QL_EINVAL;
+    if (nbytes == 0 || nbytes > QL_HAMMING_MAX_BYTES) return QL_EINVAL;
     return run_topk(0, q, nq, c, nc, nbytes, 0, k, id_offset, out_dist, out_ids);
 }
 

@@ -52,29 +52,43 @@ extern "C" {
 #define QL_FEAT_NEON          (1ull << 16)
 #define QL_FEAT_ASIMDDP       (1ull << 17) /* Arm dot product (sdot/udot)   */
 
-/* ---- ISA levels -------------------------------------------------------- */
-#define QL_ISA_SCALAR 0
-#define QL_ISA_AVX2   1
-#define QL_ISA_AVX512 2
-#define QL_ISA_NEON   3
-#define QL_ISA_COUNT  4
+/* ---- ISA levels (generated from levels.h) ------------------------------ */
+#include "levels.h"
+enum {
+#define QL_X_ID(ID, name, fb, req) QL_ISA_##ID,
+    QL_LEVELS(QL_X_ID)
+#undef QL_X_ID
+    QL_ISA_COUNT
+};
+#define QL_ISA_AVX512 QL_ISA_AVX512_ICL /* former name of the Ice Lake level */
 
 /* Detect the CPU and select the best usable level (idempotent). */
 int ql_init(void);
-/* Force a level by name ("scalar", "avx2", "avx512", "neon", "best"). */
+/* Force a level by name (a QL_LEVELS name, an alias such as "avx512", or "best"). */
 int ql_set_isa(const char *name);
 /* Name of the active level. */
 const char *ql_active_isa(void);
 /* Name of level i (0 <= i < QL_ISA_COUNT). */
 const char *ql_isa_name(int level);
+/* Level id of a level name or alias, -1 if unknown. */
+int ql_isa_lookup(const char *name);
 /* 1 if level i was compiled into this build. */
 int ql_isa_compiled(int level);
 /* 1 if level i is compiled in and the CPU and the OS support it. */
 int ql_isa_usable(int level);
+/* QL_FEAT_* bits level i requires at run time (CPUID and XCR0). */
+uint64_t ql_isa_required(int level);
 /* Feature bits of this CPU (QL_FEAT_*), CPUID and XCR0 combined. */
 uint64_t ql_cpu_features(void);
 /* Human-readable name of feature bit i (0..63), NULL if none. */
 const char *ql_feature_name(int bit);
+/* Kernel slots (QL_SLOTS in levels.h): their count, names, families, and
+ * the level whose code serves slot i in the active table (partial tables
+ * are filled from the fallback level). */
+int ql_kernel_count(void);
+const char *ql_kernel_name(int slot);
+const char *ql_kernel_family(int slot);
+int ql_kernel_level(int slot);
 
 /* ---- quantization ------------------------------------------------------ */
 /* out[i, j/8] bit (7 - j%8) = x[i, j] > 0, each byte then XORed with xor_mask.
@@ -96,9 +110,10 @@ size_t ql_minmax_f32(const float *x, size_t n, size_t d, float *mn, float *mx);
 size_t ql_minmax_f64(const double *x, size_t n, size_t d, double *mn, double *mx);
 
 /* ---- Hamming ----------------------------------------------------------- */
-/* out[i * ldo + j] = popcount(a[i] ^ b[j]) over nbytes bytes. */
-void ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
-                       size_t nbytes, int32_t *out, size_t ldo);
+/* out[i * ldo + j] = popcount(a[i] ^ b[j]) over nbytes bytes.  Returns QL_OK,
+ * or QL_EINVAL if ldo < nb or nbytes is 0 or above INT32_MAX / 8 - 1. */
+int ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                      size_t nbytes, int32_t *out, size_t ldo);
 /* Exact top-k (ascending distance, ties to the lower id) of each query over the
  * corpus rows; ids reported are id_offset + row.  out_dist / out_ids are
  * nq x kk with kk = min(k, nc).  Returns QL_OK or QL_ENOMEM. */
@@ -111,8 +126,9 @@ int ql_hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc,
  * is_signed = 0: uint8 x uint8, d <= QL_DOT_MAX_DIM_UNSIGNED (exact int32). */
 #define QL_DOT_MAX_DIM_SIGNED   131071u
 #define QL_DOT_MAX_DIM_UNSIGNED 33025u
-void ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
-                   size_t d, int is_signed, int32_t *out, size_t ldo);
+/* Returns QL_OK, or QL_EINVAL if ldo < nb or d is 0 or above the limit. */
+int ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                  size_t d, int is_signed, int32_t *out, size_t ldo);
 /* Top-k by descending dot product, ties to the lower id.  out_score nq x kk. */
 int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                 int is_signed, size_t k, int64_t id_offset,
@@ -123,15 +139,18 @@ int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t
  * row = ids[i * m + t] (or t when ids is NULL) and code is the uint8 value of
  * codes[row * ld + j], or for int8 codes (is_signed) the int8 value + 128 (in
  * [0, 255], as dequantization uses it: summing w * (c + 128) directly avoids
- * the cancellation of a separate 128 * sum(w) term).  A negative id gives -inf. */
-void ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
-                      size_t ld, int is_signed, const int64_t *ids, size_t m,
-                      double *out);
+ * the cancellation of a separate 128 * sum(w) term).  A negative id gives -inf.
+ * codes has n_rows rows: returns QL_EINVAL (out untouched) if an id is >= n_rows
+ * (or, without ids, if m > n_rows) or ld < d, else QL_OK. */
+int ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
+                     size_t ld, size_t n_rows, int is_signed, const int64_t *ids,
+                     size_t m, double *out);
 /* out[i, t] = sum of q[i, j] over the dims j < d whose bit is 1 in
- * (codes[row] ^ xor_mask) (numpy big-endian bit order); negative id -> -inf. */
-void ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes,
-                     size_t ld, uint8_t xor_mask, const int64_t *ids, size_t m,
-                     double *out);
+ * (codes[row] ^ xor_mask) (numpy big-endian bit order); negative id -> -inf.
+ * Status as ql_rescore_codes (QL_EINVAL also if ld * 8 < d). */
+int ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes,
+                    size_t ld, size_t n_rows, uint8_t xor_mask, const int64_t *ids,
+                    size_t m, double *out);
 
 #ifdef __cplusplus
 }

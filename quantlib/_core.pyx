@@ -17,6 +17,12 @@ cdef extern from "quantlib.h" nogil:
     const char *ql_isa_name(int level)
     int ql_isa_compiled(int level)
     int ql_isa_usable(int level)
+    int ql_isa_lookup(const char *name)
+    uint64_t ql_isa_required(int level)
+    int ql_kernel_count()
+    const char *ql_kernel_name(int slot)
+    const char *ql_kernel_family(int slot)
+    int ql_kernel_level(int slot)
     uint64_t ql_cpu_features()
     const char *ql_feature_name(int bit)
     void ql_pack_sign_f32(const float *x, size_t n, size_t d, uint8_t *out, uint8_t m)
@@ -27,21 +33,22 @@ cdef extern from "quantlib.h" nogil:
                            const double *step, uint8_t *out, uint8_t m)
     size_t ql_minmax_f32(const float *x, size_t n, size_t d, float *mn, float *mx)
     size_t ql_minmax_f64(const double *x, size_t n, size_t d, double *mn, double *mx)
-    void ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
-                           size_t nbytes, int32_t *out, size_t ldo)
+    int ql_hamming_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb,
+                          size_t nbytes, int32_t *out, size_t ldo)
     int ql_hamming_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc,
                         size_t nbytes, size_t k, int64_t id_offset,
                         int32_t *out_dist, int64_t *out_ids)
-    void ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
-                       int is_signed, int32_t *out, size_t ldo)
+    int ql_dot_matrix(const uint8_t *a, size_t na, const uint8_t *b, size_t nb, size_t d,
+                      int is_signed, int32_t *out, size_t ldo)
     int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                     int is_signed, size_t k, int64_t id_offset,
                     int32_t *out_score, int64_t *out_ids)
-    void ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
-                          size_t ld, int is_signed, const int64_t *ids, size_t m, double *out)
-    void ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes,
-                         size_t ld, uint8_t xor_mask, const int64_t *ids, size_t m,
+    int ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
+                         size_t ld, size_t n_rows, int is_signed, const int64_t *ids, size_t m,
                          double *out)
+    int ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes,
+                        size_t ld, size_t n_rows, uint8_t xor_mask, const int64_t *ids, size_t m,
+                        double *out)
 
 DOT_MAX_DIM_SIGNED = QL_DOT_MAX_DIM_SIGNED
 DOT_MAX_DIM_UNSIGNED = QL_DOT_MAX_DIM_UNSIGNED
@@ -84,6 +91,41 @@ def usable_isas():
 
 def active_isa():
     return ql_active_isa().decode()
+
+
+def resolve_isa(str name):
+    """Canonical level name of a level name or alias (e.g. "avx512" ->
+    "avx512_icl"); None if unknown."""
+    cdef bytes b = name.encode()
+    cdef int lv = ql_isa_lookup(b)
+    return None if lv < 0 else ql_isa_name(lv).decode()
+
+
+def isa_required_features(str name):
+    """Feature names (as cpu_features() spells them) the level requires at run time."""
+    cdef bytes b = name.encode()
+    cdef int lv = ql_isa_lookup(b)
+    if lv < 0:
+        raise ValueError(f"unknown ISA level {name!r}; known: {isa_names()}")
+    cdef uint64_t f = ql_isa_required(lv)
+    out = []
+    cdef int bit
+    for bit in range(64):
+        fname = ql_feature_name(bit)
+        if fname != NULL and (f >> bit) & 1:
+            out.append(fname.decode())
+    return out
+
+
+def kernel_levels():
+    """{kernel slot: (family, level serving it in the active table)}; a level
+    that leaves a family out is served by its fallback level."""
+    cdef int i
+    out = {}
+    for i in range(ql_kernel_count()):
+        out[ql_kernel_name(i).decode()] = (ql_kernel_family(i).decode(),
+                                           ql_isa_name(ql_kernel_level(i)).decode())
+    return out
 
 
 def cpu_features():
@@ -183,8 +225,10 @@ def hamming_matrix(const uint8_t[:, ::1] a, const uint8_t[:, ::1] b, int32_t[:, 
     _need(out.shape[0] == a.shape[0] and out.shape[1] >= b.shape[0], "out must be (na, >= nb)")
     if na == 0 or nb == 0 or nbytes == 0:
         return
+    cdef int rc = 0
     with nogil:
-        ql_hamming_matrix(&a[0, 0], na, &b[0, 0], nb, nbytes, &out[0, 0], <size_t>out.shape[1])
+        rc = ql_hamming_matrix(&a[0, 0], na, &b[0, 0], nb, nbytes, &out[0, 0], <size_t>out.shape[1])
+    _check(rc)
 
 
 def hamming_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, size_t k, int64_t id_offset,
@@ -211,8 +255,10 @@ def dot_matrix(const uint8_t[:, ::1] a, const uint8_t[:, ::1] b, bint is_signed,
     _need(out.shape[0] == a.shape[0] and out.shape[1] >= b.shape[0], "out must be (na, >= nb)")
     if na == 0 or nb == 0 or d == 0:
         return
+    cdef int rc = 0
     with nogil:
-        ql_dot_matrix(&a[0, 0], na, &b[0, 0], nb, d, is_signed, &out[0, 0], <size_t>out.shape[1])
+        rc = ql_dot_matrix(&a[0, 0], na, &b[0, 0], nb, d, is_signed, &out[0, 0], <size_t>out.shape[1])
+    _check(rc)
 
 
 def dot_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, bint is_signed, size_t k,
@@ -232,47 +278,51 @@ def dot_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, bint is_signed, s
 
 
 # ---- rescoring ----------------------------------------------------------
-cdef int _check_ids(const int64_t[:, ::1] ids, Py_ssize_t n) except -1:
-    """Every id < n (negative ids are empty slots): O(nq * m), against
-    O(nq * m * d) for the rescoring itself."""
+cdef int _check_rescore(int rc, const int64_t[:, ::1] ids, Py_ssize_t n) except -1:
+    """QL_EINVAL from the rescoring kernels: an id >= n (checked in C, O(nq * m)
+    against O(nq * m * d) for the rescoring itself)."""
     cdef Py_ssize_t i, t
     cdef int64_t bad = -1
-    with nogil:
+    if rc == QL_EINVAL:
         for i in range(ids.shape[0]):
             for t in range(ids.shape[1]):
-                if ids[i, t] >= n:
+                if ids[i, t] >= n and ids[i, t] > bad:
                     bad = ids[i, t]
-    if bad >= 0:
-        raise ValueError(f"quantlib._core: candidate id {bad} out of range for {n} code rows")
-    return 0
+        if bad >= 0:
+            raise ValueError(f"quantlib._core: candidate id {bad} out of range for {n} code rows")
+    return _check(rc)
+
 
 def rescore_codes(const double[:, ::1] w, const uint8_t[:, ::1] codes, bint is_signed,
                   const int64_t[:, ::1] ids, double[:, ::1] out):
     """out[i, t] = w[i] . codes[ids[i, t]] (ids must be < len(codes); <0 -> -inf).
     With is_signed the codes are int8 and read as c + 128 (see quantlib.h)."""
     cdef size_t nq = w.shape[0], d = w.shape[1], m = ids.shape[1]
-    cdef size_t ld = codes.shape[1]
+    cdef size_t ld = codes.shape[1], n_rows = codes.shape[0]
+    cdef int rc = 0
     _need(ids.shape[0] == w.shape[0] and out.shape[0] == w.shape[0] and out.shape[1] == ids.shape[1],
           "ids and out must be (nq, m)")
     _need(codes.shape[1] >= w.shape[1], "codes must have at least d columns")
     if nq == 0 or m == 0:
         return
-    _check_ids(ids, codes.shape[0])
     cdef const uint8_t *cp = &codes[0, 0] if codes.shape[0] > 0 else NULL
     with nogil:
-        ql_rescore_codes(&w[0, 0], nq, d, cp, ld, is_signed, &ids[0, 0], m, &out[0, 0])
+        rc = ql_rescore_codes(&w[0, 0], nq, d, cp, ld, n_rows, is_signed, &ids[0, 0], m, &out[0, 0])
+    _check_rescore(rc, ids, codes.shape[0])
 
 
 def rescore_bits(const double[:, ::1] q, const uint8_t[:, ::1] codes, int xor_mask,
                  const int64_t[:, ::1] ids, double[:, ::1] out):
     cdef size_t nq = q.shape[0], d = q.shape[1], m = ids.shape[1]
-    cdef size_t ld = codes.shape[1]
+    cdef size_t ld = codes.shape[1], n_rows = codes.shape[0]
+    cdef int rc = 0
     _need(ids.shape[0] == q.shape[0] and out.shape[0] == q.shape[0] and out.shape[1] == ids.shape[1],
           "ids and out must be (nq, m)")
     _need(codes.shape[1] * 8 >= q.shape[1], "codes must have at least ceil(d/8) bytes per row")
     if nq == 0 or m == 0:
         return
-    _check_ids(ids, codes.shape[0])
     cdef const uint8_t *cp = &codes[0, 0] if codes.shape[0] > 0 else NULL
     with nogil:
-        ql_rescore_bits(&q[0, 0], nq, d, cp, ld, <uint8_t>xor_mask, &ids[0, 0], m, &out[0, 0])
+        rc = ql_rescore_bits(&q[0, 0], nq, d, cp, ld, n_rows, <uint8_t>xor_mask, &ids[0, 0], m,
+                             &out[0, 0])
+    _check_rescore(rc, ids, codes.shape[0])

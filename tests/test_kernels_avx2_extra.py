@@ -185,7 +185,8 @@ def test_rescore_specials(isa, rng, d):
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 _BASE = ["-std=c11", "-O2", "-ffp-contract=off", f"-I{CSRC}"]
-_COMMON = [str(CSRC / f) for f in ("kernels_scalar.c", "dispatch.c", "topk.c")]
+_FAMILIES = ("quantize", "hamming", "dot8", "rescore")
+_COMMON = [str(CSRC / f / "scalar.c") for f in _FAMILIES] + [str(CSRC / f) for f in ("dispatch.c", "topk.c")]
 
 
 def _run(cmd, **kw):
@@ -198,11 +199,12 @@ def _run(cmd, **kw):
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64") or "avx2" not in ISAS
                     or shutil.which("gcc") is None, reason="needs gcc and an AVX2 CPU")
 def test_c_selftest_avx2(tmp_path):
-    obj = tmp_path / "kernels_avx2.o"
-    _run(["gcc", *_BASE, "-mavx2", "-mfma", "-mbmi2", "-mpopcnt", "-mavx", "-c",
-          str(CSRC / "kernels_avx2.c"), "-o", str(obj)])
+    objs = [str(tmp_path / f"{f}_avx2.o") for f in _FAMILIES]
+    for f, obj in zip(_FAMILIES, objs):
+        _run(["gcc", *_BASE, "-mavx2", "-mfma", "-mbmi2", "-mpopcnt", "-mavx", "-c",
+              str(CSRC / f / "avx2.c"), "-o", obj])
     exe = tmp_path / "selftest"
-    _run(["gcc", *_BASE, "-DQL_HAVE_AVX2=1", str(CSRC / "tests" / "neon_selftest.c"), str(obj),
+    _run(["gcc", *_BASE, "-DQL_HAVE_AVX2=1", str(CSRC / "tests" / "neon_selftest.c"), *objs,
           *_COMMON, "-lm", "-o", str(exe)])
     assert "ALL OK" in _run([str(exe)])
 
@@ -214,6 +216,7 @@ def test_c_selftest_avx2(tmp_path):
 def test_c_selftest_neon_under_qemu(tmp_path):
     exe = tmp_path / "neon_selftest"
     _run(["aarch64-linux-gnu-gcc", *_BASE, "-DQL_HAVE_NEON=1", "-static",
-          str(CSRC / "tests" / "neon_selftest.c"), str(CSRC / "kernels_neon.c"), *_COMMON, "-lm",
+          str(CSRC / "tests" / "neon_selftest.c"), *[str(CSRC / f / "neon.c") for f in _FAMILIES],
+          *_COMMON, "-lm",
           "-o", str(exe)])
     assert "ALL OK" in _run(["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(exe)])

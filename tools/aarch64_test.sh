@@ -5,7 +5,7 @@
 #   - arm64 wheels of numpy/pytest/hypothesis/Cython/setuptools come from PyPI with
 #     `pip install --target --platform manylinux2014_aarch64 --only-binary=:all:` (host pip, no emulation)
 #   - `python3.11 setup.py build_ext --inplace` runs UNDER qemu-aarch64 (setup.py takes its aarch64 branch:
-#     kernels_neon.c + QL_HAVE_NEON); the compiler it spawns is Debian's x86-64 cross gcc
+#     csrc/<family>/neon.c + QL_HAVE_NEON); the compiler it spawns is Debian's x86-64 cross gcc
 #     aarch64-linux-gnu-gcc (qemu-user hands execve of a host binary to the host)
 #   - then under qemu-aarch64 -cpu max (NEON + dotprod) and -cpu cortex-a53 (NEON, no dotprod): the dispatcher
 #     must pick neon, QUANTLIB_ISA=avx2 must be an ImportError, the kernel output hashes of every level must
@@ -77,12 +77,14 @@ rm -f "$SRC/quantlib/_core.c"      # regenerate with Cython, as a fresh checkout
     || { tail -n 30 "$A/build.log"; die "aarch64 build failed (log $A/build.log)"; }
 so="$(ls "$SRC"/quantlib/_core*.so)"
 file "$so" | sed 's/^/  /'
-neon_o="$(ls "$SRC"/build/temp.*/csrc/kernels_neon.o 2>/dev/null || true)"
-[ -n "$neon_o" ] || die "kernels_neon.c was not compiled"
-aarch64-linux-gnu-nm "$so" | grep -q ' ql_kernels_neon$' || die "ql_kernels_neon table not linked in"
-nvec="$(aarch64-linux-gnu-objdump -d "$neon_o" | grep -cE '\bv[0-9]+\.(16b|8h|4s|2d)\b' || true)"
-[ "$nvec" -gt 0 ] || die "kernels_neon.o has no AdvSIMD vector instruction"
-ok "kernels_neon.o compiled and linked (ql_kernels_neon), $nvec AdvSIMD vector instructions in it"
+for fam in quantize hamming dot8 rescore; do
+    neon_o="$(ls "$SRC"/build/temp.*/csrc/$fam/neon.o 2>/dev/null || true)"
+    [ -n "$neon_o" ] || die "csrc/$fam/neon.c was not compiled"
+    aarch64-linux-gnu-nm "$so" | grep -q " ql_ops_${fam}_neon\$" || die "ql_ops_${fam}_neon table not linked in"
+    nvec="$(aarch64-linux-gnu-objdump -d "$neon_o" | grep -cE '\bv[0-9]+\.(16b|8h|4s|2d)\b' || true)"
+    [ "$nvec" -gt 0 ] || die "$fam/neon.o has no AdvSIMD vector instruction"
+    ok "$fam/neon.o compiled and linked (ql_ops_${fam}_neon), $nvec AdvSIMD vector instructions in it"
+done
 
 RUN=("${QA[@]}" -E "PYTHONPATH=$SRC:$SITE")
 WORK=$A/work

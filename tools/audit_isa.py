@@ -4,24 +4,25 @@
     tools/audit_isa.py                  build the extension into /tmp/ql-audit (setup.py build_ext,
                                         outside the source tree) and audit its objects
     tools/audit_isa.py --build-temp D   audit objects already built in D (D/csrc/*.o, D/quantlib/_core.o)
-    QL_AUDIT_STRICT=1 ...               also enforce the "after the intrinsics rewrite" rules below even
-                                        while a kernel file is still the auto-vectorised placeholder
 
 What it checks (x86-64; `objdump -d -w`, AT&T syntax, raw bytes):
 
-  Baseline objects (dispatch.o, topk.o, kernels_scalar.o, quantlib/_core.o; built -march=x86-64):
+  Objects: the layout of setup.py / build_levels.py -- csrc/<family>/<level>.o for every family file
+  of every x86-64 level, and the baseline csrc/dispatch.o, csrc/topk.o, csrc/<family>/scalar.o.
+
+  Baseline objects (dispatch.o, topk.o, <family>/scalar.o, quantlib/_core.o; built -march=x86-64):
     B1  no ymm / zmm / AVX-512 mask (k0-k7) register operands
     B2  no VEX (C4/C5) or EVEX (62) encoded instruction: that excludes all AVX, AVX2, FMA, BMI1/2,
         F16C, AVX-512 and AVX-VNNI code, including 128-bit VEX ops on xmm
     B3  no popcnt, lzcnt, tzcnt, movbe (not in x86-64 v1: a pre-Nehalem CPU has no POPCNT)
     B4  no SSE3 / SSSE3 / SSE4.1 / SSE4.2 mnemonics (x86-64 v1 is SSE2)
   ISA objects:
-    A1  kernels_avx2.o uses ymm registers                                   [always]
-    A2  kernels_avx2.o has no zmm / k-register / EVEX instruction: a Haswell must never
-        see AVX-512 code in the AVX2 level                                  [always]
-    A3  kernels_avx512.o contains vpopcntq (VPOPCNTDQ Hamming kernel)       [after rewrite]
-    A4  kernels_avx512.o contains vpdpbusd (VNNI int8 dot kernel)           [after rewrite]
-    A5  kernels_avx512.o uses zmm registers                                 [after rewrite]
+    A1  every <family>/avx2.o uses ymm registers
+    A2  every <family>/avx2.o has no zmm / k-register / EVEX instruction: a Haswell must never
+        see AVX-512 code in the AVX2 level
+    A3  hamming/avx512_icl.o contains vpopcntq (VPOPCNTDQ Hamming kernel)
+    A4  dot8/avx512_icl.o contains vpdpbusd (VNNI int8 dot kernel)
+    A5  every <family>/avx512_icl.o uses zmm registers
   Linking hazards:
     L1  no weak / COMDAT function definitions in the ISA objects, and no global function defined
         both in an ISA object and in a baseline object (the linker could keep the AVX copy and a
@@ -29,9 +30,7 @@ What it checks (x86-64; `objdump -d -w`, AT&T syntax, raw bytes):
     L2  in the linked extension, every function that contains VEX/EVEX code is one defined in an
         ISA object; every exported entry point (ql_*, PyInit_*) and every Cython function is clean
 
-"[after rewrite]" rules are reported as PENDING while the source file still is the placeholder that
-#includes kernels_scalar.c; they become hard failures as soon as the intrinsics version lands.
-Exit status 0 only if every enforced rule holds.
+Exit status 0 only if every rule holds.
 """
 from __future__ import annotations
 
@@ -45,9 +44,14 @@ import sys
 from collections import defaultdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASELINE = ["csrc/dispatch.o", "csrc/topk.o", "csrc/kernels_scalar.o", "quantlib/_core.o"]
-AVX2 = "csrc/kernels_avx2.o"
-AVX512 = "csrc/kernels_avx512.o"
+sys.path.insert(0, REPO)
+from build_levels import FAMILIES, LEVELS, X86_64  # noqa: E402  (the object layout setup.py builds)
+
+BASELINE = (["csrc/dispatch.o", "csrc/topk.o"] + [f"csrc/{f}/scalar.o" for f in FAMILIES]
+            + ["quantlib/_core.o"])
+# (object, level) for every family file of every x86-64 level
+ISA_OBJS = [(f"csrc/{f}/{lv}.o", lv) for lv, row in LEVELS.items() if row["arch"] == X86_64
+            for f in FAMILIES if os.path.exists(os.path.join(REPO, "csrc", f, f"{lv}.c"))]
 
 VEC_REG = re.compile(r"%(?:[yz]mm\d+|k[0-7])\b")
 YMM = re.compile(r"%ymm\d+\b")
@@ -152,27 +156,15 @@ def defined_functions(path: str) -> dict[str, str]:
 class Report:
     def __init__(self):
         self.failed = 0
-        self.pending = 0
 
-    def check(self, tag: str, ok: bool, msg: str, enforced: bool = True, detail: list[str] = ()):
+    def check(self, tag: str, ok: bool, msg: str, detail: list[str] = ()):
         if ok:
             print(f"  PASS     {tag}  {msg}")
-        elif enforced:
+        else:
             self.failed += 1
             print(f"  FAIL     {tag}  {msg}")
-        else:
-            self.pending += 1
-            print(f"  PENDING  {tag}  {msg}  (placeholder source; enforced after the rewrite)")
         for d in list(detail)[:8]:
             print(f"             {d}")
-
-
-def is_placeholder(src: str) -> bool:
-    try:
-        with open(src) as f:
-            return '#include "kernels_scalar.c"' in f.read()
-    except OSError:
-        return False
 
 
 def build(build_temp: str, build_lib: str) -> None:
@@ -195,7 +187,6 @@ def main() -> int:
     ap.add_argument("--build-temp", help="audit objects already built here (skip the build)")
     ap.add_argument("--so", help="linked extension to audit (default: the one built with the objects)")
     args = ap.parse_args()
-    strict = os.environ.get("QL_AUDIT_STRICT") == "1"
 
     import platform
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -240,13 +231,11 @@ def main() -> int:
                   detail=fmt(sse))
 
     isa_funcs: dict[str, str] = {}
-    for rel, src in ((AVX2, "csrc/kernels_avx2.c"), (AVX512, "csrc/kernels_avx512.c")):
+    for rel, level in ISA_OBJS:
         p = obj(rel)
         ins = disassemble(p)
         funcs = defined_functions(p)
         isa_funcs.update(funcs)
-        placeholder = is_placeholder(os.path.join(REPO, src))
-        enforce = strict or not placeholder
         mn = defaultdict(int)
         for i in ins:
             mn[i.mnem] += 1
@@ -255,22 +244,23 @@ def main() -> int:
         kreg = sum(1 for i in ins if KREG.search(i.ops))
         evex = sum(1 for i in ins if i.encoding == "evex")
         vex = sum(1 for i in ins if i.encoding == "vex")
-        name = os.path.basename(rel)
-        print(f"  -- {rel}: {len(ins)} instructions, {vex} VEX, {evex} EVEX, {ymm} with ymm, "
-              f"{zmm} with zmm; source is {'the PLACEHOLDER' if placeholder else 'hand-written'}")
+        name = rel[len("csrc/"):]
+        print(f"  -- {rel} (level {level}): {len(ins)} instructions, {vex} VEX, {evex} EVEX, "
+              f"{ymm} with ymm, {zmm} with zmm")
         interesting = ["vpopcntq", "vpopcntd", "vpdpbusd", "vpdpbusds", "vpshufb", "vpsadbw",
                        "vpmaddubsw", "vpmaddwd", "vpternlogq", "vpopcntb", "popcnt", "popcntq"]
         print("     mnemonics: " + ", ".join(f"{m}={mn[m]}" for m in interesting if mn[m]) or "-")
-        if rel == AVX2:
+        if level == "avx2":
             rep.check("A1", ymm > 0, f"{name}: uses ymm registers ({ymm} instructions)")
             rep.check("A2", zmm == 0 and kreg == 0 and evex == 0,
                       f"{name}: no AVX-512 (zmm={zmm}, k-reg={kreg}, EVEX={evex})")
-        else:
-            rep.check("A3", mn["vpopcntq"] > 0, f"{name}: contains vpopcntq ({mn['vpopcntq']})",
-                      enforced=enforce)
-            rep.check("A4", mn["vpdpbusd"] + mn["vpdpbusds"] > 0,
-                      f"{name}: contains vpdpbusd ({mn['vpdpbusd'] + mn['vpdpbusds']})", enforced=enforce)
-            rep.check("A5", zmm > 0, f"{name}: uses zmm registers ({zmm} instructions)", enforced=enforce)
+        elif level == "avx512_icl":
+            if rel.startswith("csrc/hamming/"):
+                rep.check("A3", mn["vpopcntq"] > 0, f"{name}: contains vpopcntq ({mn['vpopcntq']})")
+            if rel.startswith("csrc/dot8/"):
+                rep.check("A4", mn["vpdpbusd"] + mn["vpdpbusds"] > 0,
+                          f"{name}: contains vpdpbusd ({mn['vpdpbusd'] + mn['vpdpbusds']})")
+            rep.check("A5", zmm > 0, f"{name}: uses zmm registers ({zmm} instructions)")
         weak = sorted(f for f, b in funcs.items() if b in "Wwiu")
         dup = sorted(f for f, b in funcs.items() if b == "T" and f in base_funcs)
         rep.check("L1", not weak and not dup,
@@ -291,8 +281,7 @@ def main() -> int:
     else:
         print("==> no linked extension given: L2 skipped")
 
-    print(f"==> audit: {rep.failed} failed, {rep.pending} pending "
-          f"({'strict' if strict else 'placeholder rules pending'})")
+    print(f"==> audit: {rep.failed} failed, {len(BASELINE)} baseline and {len(ISA_OBJS)} ISA objects")
     return 1 if rep.failed else 0
 
 

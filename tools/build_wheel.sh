@@ -31,11 +31,11 @@ listing="$(tar -tzf "$SDIST")"
 top="$(printf '%s\n' "$listing" | head -n1 | cut -d/ -f1)"
 need=(setup.py pyproject.toml README.md LICENSE CHANGELOG.md MANIFEST.in quantlib/_core.pyx quantlib/__init__.py
       quantlib/py.typed csrc/quantlib.h csrc/ql_internal.h)
-for f in csrc/*.c csrc/*.h; do need+=("$f"); done
+for f in csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h csrc/*/*.inc build_levels.py; do need+=("$f"); done
 for f in "${need[@]}"; do
     printf '%s\n' "$listing" | grep -qx "$top/$f" || die "sdist lacks $f"
 done
-ok "sdist has setup.py, pyproject.toml, README.md, quantlib/_core.pyx and all $(ls csrc/*.c csrc/*.h | wc -l) csrc/*.c *.h"
+ok "sdist has setup.py, pyproject.toml, README.md, quantlib/_core.pyx and all $(ls csrc/*.c csrc/*.h csrc/*/*.c csrc/*/*.h csrc/*/*.inc | wc -l) csrc/ sources"
 # the generated C file must not be shipped stale: the sdist rebuilds it with Cython
 if printf '%s\n' "$listing" | grep -qx "$top/quantlib/_core.c"; then
     printf '  note: sdist ships quantlib/_core.c (generated)\n'

@@ -3,15 +3,18 @@
  * to the scalar table on random data (special floats, odd sizes, ties,
  * extreme integers), directly and through the public dispatch API.
  *
+ * The tables compared are the resolved ones (ql_kernels_for): a family the
+ * level leaves out is its fallback's code.  S = csrc/{quantize,hamming,dot8,rescore}/scalar.c
  * AArch64 (cross-compiled, run under qemu-user):
  *   aarch64-linux-gnu-gcc -std=c11 -O2 -ffp-contract=off -Icsrc -DQL_HAVE_NEON=1 -static \
- *       csrc/tests/neon_selftest.c csrc/kernels_neon.c csrc/kernels_scalar.c \
+ *       csrc/tests/neon_selftest.c csrc/{quantize,hamming,dot8,rescore}/neon.c $S \
  *       csrc/dispatch.c csrc/topk.c -lm -o /tmp/neon_selftest
  *   qemu-aarch64 -L /usr/aarch64-linux-gnu /tmp/neon_selftest
- * x86-64 (checks the AVX2 table the same way; kernels_avx2.c needs its flags):
- *   gcc -std=c11 -O2 -ffp-contract=off -Icsrc -mavx2 -mfma -mbmi2 -mpopcnt -c csrc/kernels_avx2.c
+ * x86-64 (checks the AVX2 table the same way; the avx2 files need their flags):
+ *   for f in quantize hamming dot8 rescore; do gcc -std=c11 -O2 -ffp-contract=off -Icsrc \
+ *       -mavx2 -mfma -mbmi2 -mpopcnt -mavx -c csrc/$f/avx2.c -o $f_avx2.o; done
  *   gcc -std=c11 -O2 -ffp-contract=off -Icsrc -DQL_HAVE_AVX2=1 csrc/tests/neon_selftest.c \
- *       kernels_avx2.o csrc/kernels_scalar.c csrc/dispatch.c csrc/topk.c -lm
+ *       *_avx2.o $S csrc/dispatch.c csrc/topk.c -lm
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,11 +23,13 @@
 
 #include "ql_internal.h"
 
+#define SCALAR ql_kernels_for(QL_ISA_SCALAR)
+
 #if defined(QL_HAVE_NEON)
-#define TABLE ql_kernels_neon
+#define TABLE ql_kernels_for(QL_ISA_NEON)
 #define LEVEL "neon"
 #elif defined(QL_HAVE_AVX2)
-#define TABLE ql_kernels_avx2
+#define TABLE ql_kernels_for(QL_ISA_AVX2)
 #define LEVEL "avx2"
 #else
 #error "build with -DQL_HAVE_NEON=1 (AArch64) or -DQL_HAVE_AVX2=1 (x86-64)"
@@ -105,17 +110,17 @@ static void test_float_kernels(void) {
             for (int mask = 0; mask <= 0x80; mask += 0x80) {
                 memset(o1, 0xAA, n * d + 1);
                 memset(o2, 0x55, n * d + 1);
-                ql_kernels_scalar.pack_sign_f32(x, n, d, o1, (uint8_t)mask);
-                TABLE.pack_sign_f32(x, n, d, o2, (uint8_t)mask);
+                SCALAR->quantize.pack_sign_f32(x, n, d, o1, (uint8_t)mask);
+                TABLE->quantize.pack_sign_f32(x, n, d, o2, (uint8_t)mask);
                 check(memcmp(o1, o2, n * nb) == 0, "pack_sign_f32", n, d);
-                ql_kernels_scalar.pack_sign_f64(xd, n, d, o1, (uint8_t)mask);
-                TABLE.pack_sign_f64(xd, n, d, o2, (uint8_t)mask);
+                SCALAR->quantize.pack_sign_f64(xd, n, d, o1, (uint8_t)mask);
+                TABLE->quantize.pack_sign_f64(xd, n, d, o2, (uint8_t)mask);
                 check(memcmp(o1, o2, n * nb) == 0, "pack_sign_f64", n, d);
-                size_t c1 = ql_kernels_scalar.quantize_f32(x, n, d, st, sp, o1, (uint8_t)mask);
-                size_t c2 = TABLE.quantize_f32(x, n, d, st, sp, o2, (uint8_t)mask);
+                size_t c1 = SCALAR->quantize.quantize_f32(x, n, d, st, sp, o1, (uint8_t)mask);
+                size_t c2 = TABLE->quantize.quantize_f32(x, n, d, st, sp, o2, (uint8_t)mask);
                 check(c1 == c2 && memcmp(o1, o2, n * d) == 0, "quantize_f32", n, d);
-                c1 = ql_kernels_scalar.quantize_f64(xd, n, d, std_, spd, o1, (uint8_t)mask);
-                c2 = TABLE.quantize_f64(xd, n, d, std_, spd, o2, (uint8_t)mask);
+                c1 = SCALAR->quantize.quantize_f64(xd, n, d, std_, spd, o1, (uint8_t)mask);
+                c2 = TABLE->quantize.quantize_f64(xd, n, d, std_, spd, o2, (uint8_t)mask);
                 check(c1 == c2 && memcmp(o1, o2, n * d) == 0, "quantize_f64", n, d);
             }
             {
@@ -127,11 +132,11 @@ static void test_float_kernels(void) {
                     dn1[j] = dn2[j] = mn1[j];
                     dx1[j] = dx2[j] = mx1[j];
                 }
-                size_t c1 = ql_kernels_scalar.minmax_f32(x, n, d, mn1, mx1);
-                size_t c2 = TABLE.minmax_f32(x, n, d, mn2, mx2);
+                size_t c1 = SCALAR->quantize.minmax_f32(x, n, d, mn1, mx1);
+                size_t c2 = TABLE->quantize.minmax_f32(x, n, d, mn2, mx2);
                 check(c1 == c2 && memcmp(mn1, mn2, d * 4) == 0 && memcmp(mx1, mx2, d * 4) == 0, "minmax_f32", n, d);
-                c1 = ql_kernels_scalar.minmax_f64(xd, n, d, dn1, dx1);
-                c2 = TABLE.minmax_f64(xd, n, d, dn2, dx2);
+                c1 = SCALAR->quantize.minmax_f64(xd, n, d, dn1, dx1);
+                c2 = TABLE->quantize.minmax_f64(xd, n, d, dn2, dx2);
                 check(c1 == c2 && memcmp(dn1, dn2, d * 8) == 0 && memcmp(dx1, dx2, d * 8) == 0, "minmax_f64", n, d);
                 free(mn1); free(mx1); free(mn2); free(mx2); free(dn1); free(dx1); free(dn2); free(dx2);
             }
@@ -152,8 +157,8 @@ static void test_hamming(void) {
         fill_u8(b, nb * nbytes, 0);
         for (size_t j = 0; j < nbytes; j++) b[j] = (uint8_t)~a[j]; /* all bits differ */
         int32_t *o1 = malloc(na * nb * 4), *o2 = malloc(na * nb * 4);
-        ql_kernels_scalar.hamming_matrix(a, na, b, nb, nbytes, o1, nb);
-        TABLE.hamming_matrix(a, na, b, nb, nbytes, o2, nb);
+        SCALAR->hamming.hamming_matrix(a, na, b, nb, nbytes, o1, nb);
+        TABLE->hamming.hamming_matrix(a, na, b, nb, nbytes, o2, nb);
         check(memcmp(o1, o2, na * nb * 4) == 0 && o2[0] == (int32_t)(8 * nbytes), "hamming_matrix", nbytes, 0);
         free(a); free(b); free(o1); free(o2);
     }
@@ -163,8 +168,8 @@ static void test_hamming(void) {
         memset(a, 0xff, 2 * nbytes);
         memset(b, 0x00, 5 * nbytes);
         int32_t o1[10], o2[10];
-        ql_kernels_scalar.hamming_matrix(a, 2, b, 5, nbytes, o1, 5);
-        TABLE.hamming_matrix(a, 2, b, 5, nbytes, o2, 5);
+        SCALAR->hamming.hamming_matrix(a, 2, b, 5, nbytes, o1, 5);
+        TABLE->hamming.hamming_matrix(a, 2, b, 5, nbytes, o2, 5);
         check(memcmp(o1, o2, sizeof o1) == 0 && o2[0] == (int32_t)(8 * nbytes), "hamming_long", nbytes, 0);
         free(a); free(b);
     }
@@ -182,8 +187,8 @@ static void test_dot(void) {
             memset(a, sgn ? 0x80 : 0xff, d); /* -128 or 255 rows */
             memset(b, sgn ? 0x80 : 0xff, d);
             memset(a + d, sgn ? 0x7f : 0x00, d);
-            ql_kernels_scalar.dot_matrix(a, na, b, nb, d, sgn, o1, nb);
-            TABLE.dot_matrix(a, na, b, nb, d, sgn, o2, nb);
+            SCALAR->dot8.dot_matrix(a, na, b, nb, d, sgn, o1, nb);
+            TABLE->dot8.dot_matrix(a, na, b, nb, d, sgn, o2, nb);
             check(memcmp(o1, o2, na * nb * 4) == 0, sgn ? "dot_matrix_s8" : "dot_matrix_u8", d, 0);
         }
         free(a); free(b); free(o1); free(o2);
@@ -195,8 +200,8 @@ static void test_dot(void) {
         uint8_t *a = malloc(2 * d);
         memset(a, sgn ? 0x80 : 0xff, 2 * d);
         int32_t o1[4], o2[4];
-        ql_kernels_scalar.dot_matrix(a, 2, a, 2, d, sgn, o1, 2);
-        TABLE.dot_matrix(a, 2, a, 2, d, sgn, o2, 2);
+        SCALAR->dot8.dot_matrix(a, 2, a, 2, d, sgn, o1, 2);
+        TABLE->dot8.dot_matrix(a, 2, a, 2, d, sgn, o2, 2);
         check(memcmp(o1, o2, sizeof o1) == 0, "dot_limit", d, sgn);
         free(a);
     }
@@ -245,16 +250,16 @@ static void test_rescore(void) {
         fill_u8(codes, n * ld, 0);
         for (size_t t = 0; t < nq * m; t++) ids[t] = (int64_t)(rnd() % (n + 2)) - 2;
         for (int sgn = 0; sgn <= 1; sgn++) {
-            ql_kernels_scalar.rescore_codes(w, nq, d, codes, ld, sgn, ids, m, o1);
-            TABLE.rescore_codes(w, nq, d, codes, ld, sgn, ids, m, o2);
+            SCALAR->rescore.rescore_codes(w, nq, d, codes, ld, sgn, ids, m, o1);
+            TABLE->rescore.rescore_codes(w, nq, d, codes, ld, sgn, ids, m, o2);
             check(same_doubles(o1, o2, nq * m) && nan_bits_equal(o1, o2, nq * m), "rescore_codes", d, sgn);
-            ql_kernels_scalar.rescore_codes(w, nq, d, codes, ld, sgn, NULL, m, o1);
-            TABLE.rescore_codes(w, nq, d, codes, ld, sgn, NULL, m, o2);
+            SCALAR->rescore.rescore_codes(w, nq, d, codes, ld, sgn, NULL, m, o1);
+            TABLE->rescore.rescore_codes(w, nq, d, codes, ld, sgn, NULL, m, o2);
             check(same_doubles(o1, o2, nq * m) && nan_bits_equal(o1, o2, nq * m), "rescore_codes_noids", d, sgn);
         }
         for (int mask = 0; mask <= 0x80; mask += 0x80) {
-            ql_kernels_scalar.rescore_bits(w, nq, d, codes, ld, (uint8_t)mask, ids, m, o1);
-            TABLE.rescore_bits(w, nq, d, codes, ld, (uint8_t)mask, ids, m, o2);
+            SCALAR->rescore.rescore_bits(w, nq, d, codes, ld, (uint8_t)mask, ids, m, o1);
+            TABLE->rescore.rescore_bits(w, nq, d, codes, ld, (uint8_t)mask, ids, m, o2);
             check(same_doubles(o1, o2, nq * m) && nan_bits_equal(o1, o2, nq * m), "rescore_bits", d, (size_t)mask);
         }
         free(w); free(o1); free(o2); free(codes);
