@@ -310,6 +310,9 @@ def op_search(fdp):
         want_v, want_i = ref_topk(scores, int(k), descending=True)
     elif prec in ("binary", "ubinary"):
         check(vals.dtype == np.int32, f"hamming dtype {vals.dtype}")
+        if q2.dtype.kind == "f":  # float queries are quantized by sign (x > 0), as quantize_embeddings does
+            q2 = np.packbits(q2 > 0, axis=-1)
+            q2 = (q2 ^ np.uint8(0x80)).view(np.int8) if prec == "binary" else q2
         want_v, want_i = ref_topk(ref_hamming(q2, cn), int(k), descending=False)
     else:
         check(vals.dtype == np.int32, f"dot dtype {vals.dtype}")
@@ -471,7 +474,7 @@ def op_calibration(fdp):
     except (TypeError, ValueError):
         return
     xn = as_np(x)
-    check(xn.ndim == 2 and xn.shape[0] > 0, f"calibration accepted shape {xn.shape}")
+    check(xn.ndim == 2 and xn.shape[0] > 1, f"calibration accepted shape {xn.shape}")
     check(not (xn.dtype.kind == "f" and np.isnan(xn).any()), "calibration accepted NaN")
     want = np.vstack((xn.min(0), xn.max(0))).astype(np.float32)
     check(r.dtype == np.float32 and np.array_equal(r, want), "calibration_ranges differ")

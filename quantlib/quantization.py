@@ -139,8 +139,15 @@ def calibration_ranges(
     _check_real(x, "embeddings")
     if x.ndim != 2:
         raise ValueError(f"embeddings must be 2-D (n, d), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError("embeddings must contain at least one row to compute ranges")
+    if x.shape[0] < 2:
+        # one row gives min == max in every dimension: no bucket width to quantize with (quantize_embeddings
+        # refuses to self-calibrate on a single embedding for the same reason)
+        raise ValueError(f"embeddings must contain at least two rows to compute ranges, got {x.shape[0]}")
+    return _minmax_ranges(x, chunk_size, threads)
+
+
+def _minmax_ranges(x: np.ndarray, chunk_size: int = 65536, threads: Optional[int] = None) -> np.ndarray:
+    """Per-dimension (min, max) of a validated real 2-D array with >= 1 row."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     n, d = x.shape
@@ -193,7 +200,7 @@ def _ranges_from(calibration: Any, precision: str) -> np.ndarray:
     c = calibration if isinstance(calibration, np.ndarray) else np.asarray(calibration)
     _check_real(c, "calibration_embeddings")
     if c.ndim == 2 and c.shape[0] > 0:
-        return calibration_ranges(c)
+        return _minmax_ranges(c)  # one calibration row is allowed, as upstream
     if c.ndim == 0 or c.shape[0] == 0:
         # upstream: numpy's "zero-size array to reduction operation" ValueError / AxisError
         raise ValueError(
@@ -501,11 +508,17 @@ def _dequantization_steps(r: np.ndarray):
     return starts, steps
 
 
-def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray) -> np.ndarray:
-    """Map int8/uint8 codes back to float64 bucket floors: ``(code [+128]) * step + min``.
+def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray, *,
+                          dtype: Any = np.float64) -> np.ndarray:
+    """Map int8/uint8 codes back to bucket floors: ``(code [+128]) * step + min``.
 
-    This is what sentence-transformers 6.2 rescores candidates with.
+    Computed in float64, which is what sentence-transformers 6.2 rescores
+    candidates with; ``dtype=np.float32`` returns the same values rounded to
+    float32 (half the memory).
     """
+    out_dtype = np.dtype(dtype)
+    if out_dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise TypeError(f"dtype must be float64 or float32, got {out_dtype}")
     scalar = P.where(family="scalar")
     if not isinstance(precision, str) or precision not in scalar:
         raise ValueError(f"precision must be {' or '.join(repr(n) for n in scalar)}, got {precision!r}")
@@ -520,4 +533,4 @@ def dequantize_embeddings(codes: np.ndarray, precision: str, ranges: np.ndarray)
     v = c.astype(np.float64)
     if rec.signed:
         v += 128
-    return v * steps + starts
+    return (v * steps + starts).astype(out_dtype, copy=False)

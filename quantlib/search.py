@@ -21,6 +21,7 @@ from ._validate import (
     contiguous,
     infer_precision,
     to_numpy,
+    width_desc,
 )
 
 __all__ = ["search", "hamming_distance", "int8_dot", "rescore", "merge_topk"]
@@ -217,7 +218,11 @@ def search(
     Parameters
     ----------
     queries : array_like, shape (Q, w) or (w,)
-        Query codes (or float32 embeddings for ``precision="float32"``).
+        Query codes of ``precision``, or float embeddings: for float32 as
+        they are, for binary/ubinary quantized by sign here (like
+        :meth:`Index.search`); int8/uint8 queries must be codes (quantize
+        them with the corpus's ranges, or use an :class:`Index` that holds
+        them).
     corpus : array_like, shape (N, w)
         Corpus codes of the same precision and width. Memory-mapped arrays
         are scanned in place (no copy when C-contiguous).
@@ -281,6 +286,14 @@ def search(
             raise ValueError("queries overflow float32 (values beyond ±3.4e38 become infinite)")
         vals, idx = _topk(qf, cf, k, rec, t, c_src=c)
     else:
+        if rec.is_bits and q2.dtype.kind == "f":
+            # float queries for a packed-bit corpus are quantized by sign, as Index.search does
+            if c.dtype == rec.code_dtype and c.shape[1] != (q2.shape[1] + 7) // 8:
+                raise ValueError(f"queries have {q2.shape[1]} float dims, which pack to {(q2.shape[1] + 7) // 8} "
+                                 f"bytes, but corpus has {width_desc(c.shape[1], precision)}")
+            from .quantization import _pack_sign
+
+            q2 = _pack_sign(q2, rec.xor_mask, t).view(rec.code_dtype)
         check_codes(q2, precision, "queries")
         check_codes(c, precision, "corpus")
         check_same_width(q2, c, precision)

@@ -260,7 +260,8 @@ case(F, "dtype int8 (accepted)", lambda: cr(I8), same_as(lambda: np.vstack((I8.m
 case(F, "0-d array", lambda: cr(np.float32(1)), Raises(ValueError, "embeddings must be 2-D"))
 case(F, "1-D array", lambda: cr(X[0]), Raises(ValueError, "embeddings must be 2-D"))
 case(F, "3-D array", lambda: cr(X.reshape(2, 3, 16)), Raises(ValueError, "embeddings must be 2-D"))
-case(F, "empty (0, d)", lambda: cr(X[:0]), Raises(ValueError, "embeddings must contain at least one row"))
+case(F, "empty (0, d)", lambda: cr(X[:0]), Raises(ValueError, "embeddings must contain at least two rows"))
+case(F, "one row (min == max)", lambda: cr(X[:1]), Raises(ValueError, "embeddings must contain at least two rows to compute ranges, got 1"))
 case(F, "chunk_size=0", lambda: cr(X, chunk_size=0), Raises(ValueError, "chunk_size must be a positive int"))
 case(F, "chunk_size=True", lambda: cr(X, chunk_size=True), Raises(ValueError, "chunk_size must be a positive int"))
 case(F, "chunk_size=2.0", lambda: cr(X, chunk_size=2.0), Raises(ValueError, "chunk_size must be a positive int"))
@@ -294,15 +295,22 @@ case(F, "torch codes with requires_grad ranges", lambda: dq(tensor(I8), "int8", 
 # ---- search(queries, corpus, k, precision, threads)
 se = quantlib.search
 F = "search"
-for prec, codes in (("binary", B), ("ubinary", U), ("int8", I8), ("uint8", U8)):
+for prec, codes in (("int8", I8), ("uint8", U8)):
     case(F, f"queries float32 for precision {prec!r}", lambda p=prec, c=codes: se(X, c, precision=p),
          Raises(TypeError, f"queries must have dtype .* for precision='{prec}'.*quantize first"))
+for prec, codes in (("binary", B), ("ubinary", U)):
+    case(F, f"queries float32 for precision {prec!r}", lambda p=prec, c=codes: se(X, c, precision=p),
+         same_as(lambda p=prec, c=codes: se(qe(X, p), c, precision=p), "quantized by sign, as Index.search does"))
+    case(F, f"float32 queries of another dim for precision {prec!r}", lambda p=prec, c=codes: se(X[:, :7], c, precision=p),
+         Raises(ValueError, "queries have 7 float dims, which pack to 1 bytes, but corpus has 2 bytes per code"))
 case(F, "corpus uint8 for precision 'binary'", lambda: se(B, U, precision="binary"),
      Raises(TypeError, "queries must have dtype int8 for precision='binary', got uint8") if False else
      Raises(TypeError, "corpus must have dtype int8 for precision='binary', got uint8"))
-for dt in ("int16", "int32", "bool", "complex64", "float64"):
+for dt in ("int16", "int32", "bool", "complex64"):
     case(F, f"codes dtype {dt}, precision 'ubinary'", lambda dt=dt: se(U.astype(dt), U.astype(dt), precision="ubinary"),
          Raises(TypeError, "queries must have dtype uint8"))
+case(F, "codes dtype float64, precision 'ubinary'", lambda: se(U.astype("float64"), U.astype("float64"), precision="ubinary"),
+     Raises(TypeError, "corpus must have dtype uint8 for precision='ubinary', got float64"))  # float queries: by sign
 case(F, "int8 corpus, precision omitted", lambda: se(B, B), Raises(ValueError, "precision is ambiguous for int8 corpus"))
 case(F, "uint8 corpus, precision omitted", lambda: se(U, U), Raises(ValueError, "precision is ambiguous for uint8 corpus"))
 case(F, "bool corpus, precision omitted", lambda: se(U.astype(bool), U.astype(bool)),
@@ -576,7 +584,9 @@ case(F, "id -1", lambda: RescorePipeline.build(X, PP, ids=[-1, 1, 2, 3, 4, 5]), 
 F = "RescorePipeline.search"
 def _pipe():
     return RescorePipeline.build(X, os.path.join(_TMP, "ps.qlx"), ranges=R)
-case(F, "top_k=0", lambda: _pipe().search(X, 0), Raises(ValueError, "top_k must be >= 1"))
+case(F, "k=0", lambda: _pipe().search(X, 0), Raises(ValueError, "k must be >= 1"))
+case(F, "top_k=0 (the alias of k)", lambda: _pipe().search(X, top_k=0), Raises(ValueError, "top_k must be >= 1"))
+case(F, "k and top_k disagree", lambda: _pipe().search(X, 3, top_k=4), Raises(TypeError, "pass k or its alias top_k, not both"))
 case(F, "rescore_multiplier=0", lambda: _pipe().search(X, 2, 0), Raises(ValueError, "rescore_multiplier must be >= 1"))
 case(F, "queries of another dim", lambda: _pipe().search(X[:, :8], 2), Raises(ValueError, "queries have 8 dims but the pipeline has 16"))
 case(F, "int8 queries", lambda: _pipe().search(I8, 2), Raises(TypeError, "queries must be float embeddings"))

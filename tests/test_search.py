@@ -611,7 +611,8 @@ ERROR_CASES = [
     (lambda: search(_S8, _C8, 3, precision="ubinary"), TypeError,
      r"queries must have dtype uint8 .*got int8"),
     (lambda: search(_C8, _C8, 3, precision="binary"), TypeError, r"queries must have dtype int8.*got uint8"),
-    (lambda: search(_F, _C8, 3, precision="ubinary"), TypeError, r"queries .*float32.*quantize"),
+    # float queries for packed bits are quantized by sign (like Index.search); their dims must pack to the width
+    (lambda: search(_F, _C8, 3, precision="ubinary"), ValueError, r"queries have 16 float dims, which pack to 2 bytes"),
     (lambda: search(_C8, _F, 3, precision="ubinary"), TypeError, r"corpus must have dtype uint8.*float32"),
     (lambda: search(_C8[:, :8], _C8, 3, precision="ubinary"), ValueError,
      r"queries have 8 bytes per code \(64 bits\) but corpus has 16 bytes per code \(128 bits\)"),
@@ -806,3 +807,18 @@ def test_rescore_upstream_examples():
     corpus = quantlib.quantize_embeddings(np.array([[1.0] * 8, [-1.0] + [1.0] * 7]), "binary")
     s, i = rescore(q, corpus, [1, 0], precision="binary")
     assert i.tolist() == [0, 1] and s.tolist() == [17.0, 7.0]
+
+
+@pytest.mark.parametrize("precision", REG.where(kernel="hamming"))
+def test_float_queries_for_packed_bits_are_quantized_by_sign(precision):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((300, 21)).astype(np.float32)
+    c = quantlib.quantize_embeddings(x, precision)
+    q = rng.standard_normal((4, 21))
+    got = search(q, c, 7, precision=precision)
+    want = search(quantlib.quantize_embeddings(q, precision), c, 7, precision=precision)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    idx = quantlib.Index(21, precision)
+    idx.add(c)
+    np.testing.assert_array_equal(idx.search(q, 7)[1], got[1])
