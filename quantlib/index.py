@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from ._validate import as_2d, check_ids, check_k, to_numpy
 from .quantization import _coerce_ranges, quantize_embeddings
 from ._threads import resolve_threads
 from .search import _topk
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import RescorePipeline
 
 __all__ = ["Index", "load_index", "FormatError"]
 
@@ -306,7 +309,8 @@ class Index:
         return idx
 
     # ------------------------------------------------------------ search
-    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: Any, k: int = 10, *, threads: Optional[int] = None,
+               similarity: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Exact top-k.
 
         Parameters
@@ -315,22 +319,57 @@ class Index:
             Float embeddings (quantized like :meth:`add` does) or codes.
         k : int
             ``k > len(self)`` returns ``len(self)`` columns (no padding).
+        similarity : bool, keyword-only
+            False (default): the precision's own score (see the table in the
+            module docstring). True: float64 similarities on one scale, higher
+            is better, for every precision: float32 -> the inner product (the
+            cosine for normalised embeddings); binary/ubinary ->
+            ``1 - 2 * hamming / dim`` (the cosine of the +-1 sign vectors);
+            int8/uint8 -> the dot product of the float query (or of the
+            dequantized query codes) with the dequantized hits, the exact top-k
+            by code dot product re-ordered by that value (ties to the lower
+            row); needs the index's ranges.
 
         Returns
         -------
         values : numpy.ndarray, shape (Q, min(k, len))
-            See the table in the module docstring.
+            See ``similarity``.
         ids : numpy.ndarray of int64
             The ids of the hits (row positions unless ids were given).
             1-D queries give 1-D results.
         """
         k = check_k(k)
+        if not isinstance(similarity, (bool, np.bool_)):
+            raise TypeError(f"similarity must be True or False, got {type(similarity).__name__} {similarity!r}")
         q, was_1d = self._as_codes(queries, "queries", threads)
         vals, pos, ids = self._search_codes(q, k, threads)
+        if similarity:
+            vals, pos = self._similarity(queries, q, vals, pos, threads)
         out = pos if ids is None else ids.reshape(-1)[pos]
         if was_1d:
             return vals[0], out[0]
         return vals, out
+
+    def _similarity(self, queries: Any, q: np.ndarray, vals: np.ndarray, pos: np.ndarray,
+                    threads: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+        """The values of :meth:`search` on the common scale (``similarity=True``)."""
+        rec = self._rec
+        if rec.is_float:
+            return vals.astype(np.float64), pos
+        if rec.is_bits:
+            return 1.0 - 2.0 * vals.astype(np.float64) / self._dim, pos
+        if self._ranges is None:
+            raise ValueError(f"similarity=True for a {rec.name} index needs its ranges (to dequantize the codes): "
+                             f"create it with Index(dim, {rec.name!r}, ranges=...)")
+        from .quantization import dequantize_embeddings
+        from .search import _rescore
+
+        raw, _ = as_2d(to_numpy(queries, "queries"), "queries")
+        qf = dequantize_embeddings(q, rec.name, self._ranges) if raw.dtype.kind in "iu" else raw
+        q64 = np.array(qf, dtype=np.float64, order="C", copy=True)
+        codes, _ = self._snapshot()
+        return _rescore(q64, codes, np.ascontiguousarray(pos, dtype=np.int64), rec, self._ranges, None,
+                        resolve_threads(threads))
 
     def _search_codes(self, q: np.ndarray, k: int, threads: Optional[int]):
         """(values, row positions, id array or None) for prepared 2-D codes."""
@@ -370,7 +409,8 @@ class Index:
         return idx
 
 
-def load_index(path: Union[str, os.PathLike], mmap: bool = True, *, verify: bool = False):
+def load_index(path: Union[str, os.PathLike], mmap: bool = True, *,
+               verify: bool = False) -> Union["Index", "RescorePipeline"]:
     """Open a file written by :meth:`Index.save` or :meth:`RescorePipeline.save`.
 
     Parameters

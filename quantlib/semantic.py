@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -37,6 +37,11 @@ from .search import rescore as _rescore
 logger = logging.getLogger(__name__)
 
 __all__ = ["semantic_search", "semantic_search_faiss", "semantic_search_usearch"]
+
+#: per query, the hits as {"corpus_id": int, "score": float}, best first
+Hits = List[List[Dict[str, Union[int, float]]]]
+#: (hits, seconds) or, with output_index=True, (hits, seconds, the Index searched)
+SearchResult = Union[Tuple[Hits, float], Tuple[Hits, float, Index]]
 
 _NOT_QUANTIZED = (
     "Rescoring is enabled but the corpus is not quantized. Either pass `rescore=False` or "
@@ -224,11 +229,20 @@ def semantic_search(
     output_index: bool = False,
     *,
     threads: Optional[int] = None,
-):
+) -> SearchResult:
     """Exact semantic search over a corpus at any precision, with rescoring.
 
     The behaviour of sentence-transformers 6.2's ``semantic_search_faiss``,
     extended to all five precisions and run on quantlib's kernels.
+
+    .. warning::
+       Despite the name, this is **not** ``sentence_transformers.util.semantic_search``
+       (which returns a list and cosine similarities). Like ``semantic_search_faiss`` it
+       returns a tuple ``(results, seconds)`` (plus the index with ``output_index=True``)
+       and scores that depend on the precision: inner products for float32 (cosine only
+       for normalised embeddings), integer code dot products for int8/uint8, Hamming
+       distances (lower is better) for binary/ubinary, and float64 dot products with the
+       dequantized codes when rescored.
 
     Parameters
     ----------
@@ -297,7 +311,7 @@ def semantic_search_faiss(
     rescore_multiplier: int = 2,
     exact: bool = True,
     output_index: bool = False,
-):
+) -> SearchResult:
     """Drop-in for ``sentence_transformers.util.quantization.semantic_search_faiss`` (6.2).
 
     Same signature, defaults, accepted precisions (``"float32"``,
@@ -327,7 +341,7 @@ def semantic_search_usearch(
     rescore_multiplier: int = 2,
     exact: bool = True,
     output_index: bool = False,
-):
+) -> SearchResult:
     """Drop-in for ``sentence_transformers.util.quantization.semantic_search_usearch`` (6.2).
 
     Same signature, defaults, accepted precisions (``"float32"``, ``"int8"``,

@@ -307,3 +307,45 @@ class IndexModelInt8(IndexModel):
 
 TestIndexModelInt8 = IndexModelInt8.TestCase
 TestIndexModelInt8.settings = _SETTINGS
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_similarity_is_one_scale(precision):
+    """similarity=True: float64, higher is better, comparable across precisions."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((400, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rec = REG.PRECISIONS[precision]
+    idx = Index(64, precision, quantlib.calibration_ranges(x) if rec.needs_ranges else None)
+    idx.add(x)
+    q = x[:6]
+    raw_v, raw_i = idx.search(q, 8)
+    v, i = idx.search(q, 8, similarity=True)
+    assert v.dtype == np.float64
+    assert (np.diff(v, axis=1) <= 0).all()
+    if precision != "uint8":  # the raw 0..255 code dot product favours large codes: a row need not find itself
+        assert (i[:, 0] == np.arange(6)).all() and (v[:, 0] > 0.9).all()  # each query finds itself, near 1
+    assert (v <= 1.0 + 0.05).all() and (v >= -1.05).all()
+    if rec.is_bits:
+        np.testing.assert_array_equal(i, raw_i)
+        np.testing.assert_array_equal(v, 1 - 2 * raw_v / 64)
+    elif rec.is_float:
+        np.testing.assert_array_equal(v, raw_v.astype(np.float64))
+    else:  # the same hits, re-ordered by the dequantized dot product, computed like numpy would
+        assert set(map(tuple, np.sort(i, axis=1))) == set(map(tuple, np.sort(raw_i, axis=1)))
+        deq = quantlib.dequantize_embeddings(idx.codes, precision, idx.ranges)
+        want = np.einsum("qd,qkd->qk", q.astype(np.float64), deq[i])
+        np.testing.assert_allclose(v, want, rtol=1e-12, atol=1e-12)
+        codes_q = quantlib.quantize_embeddings(q, precision, ranges=idx.ranges)
+        v2, i2 = idx.search(codes_q, 8, similarity=True)
+        deq_q = quantlib.dequantize_embeddings(codes_q, precision, idx.ranges)
+        np.testing.assert_allclose(v2, np.einsum("qd,qkd->qk", deq_q, deq[i2]), rtol=1e-12, atol=1e-12)
+
+
+def test_similarity_errors():
+    idx = Index(8, "int8")
+    idx.add(np.zeros((3, 8), np.int8))
+    with pytest.raises(ValueError, match="needs its ranges"):
+        idx.search(np.zeros((1, 8), np.int8), 2, similarity=True)
+    with pytest.raises(TypeError, match="similarity must be True or False"):
+        idx.search(np.zeros((1, 8), np.int8), 2, similarity="yes")

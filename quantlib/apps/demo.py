@@ -430,10 +430,11 @@ def ndcg_at_k(ids: np.ndarray, qrels: Sequence[Set[int]], k: int) -> float:
 @dataclass
 class Row:
     name: str
-    memory: int
+    memory: int  # bytes the search keeps in RAM (the codes it scans)
     seconds_per_query: float
     ids: np.ndarray
     note: str = ""
+    disk: int = 0  # bytes it also needs on disk (the int8 rows rescoring reads), 0 if none
     speedup: float = 1.0
     overlap: float = 1.0
     ndcg: Optional[float] = None
@@ -463,9 +464,9 @@ def run_experiment(corpus_emb: np.ndarray, query_emb: np.ndarray, qrels: Optiona
 
     rows: List[Row] = []
 
-    def add(name, memory, fn, note=""):
+    def add(name, memory, fn, note="", disk=0):
         secs, (_, ids) = _median_time(fn, repeat)
-        rows.append(Row(name, memory, secs / max(1, nq), np.asarray(ids), note))
+        rows.append(Row(name, memory, secs / max(1, nq), np.asarray(ids), note, disk))
 
     add("float32 (exact)", corpus_emb.nbytes,
         lambda: ql.search(query_emb, corpus_emb, top_k, precision="float32", threads=threads))
@@ -476,7 +477,8 @@ def run_experiment(corpus_emb: np.ndarray, query_emb: np.ndarray, qrels: Optiona
             _, cand = ql.search(q_bin, c_bin, top_k * m, precision="binary", threads=threads)
             return ql.rescore(query_emb, c_i8, cand, precision="int8", ranges=ranges, k=top_k, threads=threads)
 
-        add(f"binary + int8 rescore x{m}", c_bin.nbytes, pipeline, note=f"+{_fmt_bytes(c_i8.nbytes)} int8 on disk")
+        add(f"binary + int8 rescore x{m}", c_bin.nbytes, pipeline, note=f"+{_fmt_bytes(c_i8.nbytes)} int8 on disk",
+            disk=c_i8.nbytes)
 
     ref = rows[0]
     for r in rows:
@@ -488,6 +490,28 @@ def run_experiment(corpus_emb: np.ndarray, query_emb: np.ndarray, qrels: Optiona
 
 
 # ----------------------------------------------------------------- output
+SMALL_CORPUS = 50_000  # below this, per-query times are dominated by call overhead
+
+
+def _snippet(text: str, width: int = 70) -> str:
+    t = " ".join(text.split())
+    return t if len(t) <= width else t[: width - 3] + "..."
+
+
+def example_hits(rows: List[Row], passages: Optional[Sequence[str]], queries: Optional[Sequence[str]],
+                 top_k: int = 3, query: int = 0) -> str:
+    """The hits of one query per precision: what "x % NDCG kept" looks like."""
+    ref = rows[0]
+    q = f'"{_snippet(queries[query], 90)}"' if queries else f"row {query} of the held-out queries"
+    out = [f"example: the top-{top_k} hits of query {query}, {q}"]
+    want = set(ref.ids[query][:top_k].tolist())
+    for r in rows:
+        hits = r.ids[query][:top_k].tolist()
+        same = sum(h in want for h in hits)
+        out.append(f"  {r.name:<28} {same}/{top_k} as float32: " + ", ".join(f"#{h}" for h in hits))
+        if passages and r is ref:
+            out += [f"      #{h}: {_snippet(passages[h])}" for h in hits]
+    return "\n".join(out)
 def _fmt_bytes(b: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if b < 1024 or unit == "TiB":
@@ -505,12 +529,13 @@ def _fmt_time(s: float) -> str:
 def format_table(rows: List[Row], top_k: int) -> str:
     ref = rows[0]
     labelled = ref.ndcg is not None
-    head = ["precision", "memory", "size", "time/query", "speed-up", f"overlap@{top_k}"]
+    head = ["precision", "RAM", "disk", "RAM size", "time/query", "speed-up", f"overlap@{top_k}"]
     if labelled:
         head += [f"NDCG@{top_k}", "NDCG kept"]
     body = []
     for r in rows:
-        line = [r.name, _fmt_bytes(r.memory), f"{ref.memory / r.memory:.0f}x smaller" if r is not ref else "1x",
+        line = [r.name, _fmt_bytes(r.memory), _fmt_bytes(r.disk) if r.disk else "-",
+                f"{ref.memory / r.memory:.0f}x smaller" if r is not ref else "1x",
                 _fmt_time(r.seconds_per_query), f"{r.speedup:.1f}x", f"{100 * r.overlap:.1f}%"]
         if labelled:
             kept = 100 * r.ndcg / ref.ndcg if ref.ndcg else float("nan")
@@ -619,6 +644,7 @@ def run(args) -> int:
         q = holdout(len(x))
         keep = np.setdiff1d(np.arange(len(x)), q)
         corpus_emb, query_emb = np.ascontiguousarray(x[keep]), np.ascontiguousarray(x[q])
+        passages, query_texts = None, None
         source = f"{args.embeddings}: {len(x)} embeddings, {len(q)} rows held out as queries (no relevance labels)"
         emb_info = "loaded from .npy (no model)"
     else:
@@ -631,6 +657,7 @@ def run(args) -> int:
         if not corpus.passages:
             raise CLIError("the corpus has no passages")
         qrels = corpus.qrels
+        passages, query_texts = corpus.passages, corpus.queries
         corpus_emb, query_emb, info = embed_corpus(corpus, args.model, cache_dir, args.threads, log)
         source = f"{corpus.name}: {len(corpus.passages)} passages, {len(corpus.queries)} queries" + (
             " with relevance labels" if qrels is not None else "")
@@ -663,12 +690,18 @@ def run(args) -> int:
         raise CLIError(str(e).splitlines()[0] if str(e) else type(e).__name__)
     log(format_table(rows, top_k))
     log("")
+    if n < SMALL_CORPUS:
+        log(f"note: at {n:,} rows every search takes microseconds and the times above are mostly call overhead; "
+            f"for speed, see `quantlib bench` or a corpus of {SMALL_CORPUS:,}+ rows.")
+    log("")
+    log(example_hits(rows, passages, query_texts, top_k=min(3, top_k)))
+    log("")
     if getattr(args, "save_embeddings", None):
         np.save(args.save_embeddings, np.ascontiguousarray(corpus_emb, dtype=np.float32))
         log(f"corpus embeddings saved to {args.save_embeddings} ({n} x {d} float32): try "
             f"`quantlib build {args.save_embeddings} index.qlx`")
-    log(f"memory = the corpus codes a search scans; the rescoring rows read only {top_k} x multiplier int8 rows "
-        f"per query, which can stay on disk (np.load(mmap_mode='r')).")
+    log(f"RAM = the corpus codes a search scans; disk = the int8 rows the rescoring rows also need, of which only "
+        f"{top_k} x multiplier rows per query are read (memory-mapped, as RescorePipeline does).")
     log(f"overlap@{top_k} = share of float32 exact top-{top_k} found" + (
         f"; NDCG@{top_k} against the corpus labels." if qrels is not None else "."))
     if args.plot:
