@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import quantlib
+from helpers import use_isa
 
 ISAS = quantlib.available_isas()
 
@@ -11,12 +12,8 @@ ISAS = quantlib.available_isas()
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Run the test once per kernel level this CPU supports."""
-    prev = quantlib.get_isa()
-    quantlib.set_isa(request.param)
-    try:
+    with use_isa(request.param):
         yield request.param
-    finally:
-        quantlib.set_isa(prev)
 
 
 @pytest.fixture

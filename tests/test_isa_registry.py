@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import quantlib
+from helpers import use_isa
 from quantlib import _core
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +64,8 @@ def test_alias_avx512():
     assert ("avx512" in usable) == ("avx512_icl" in usable)
     assert "avx512" not in list(usable)  # iteration gives each level once, by its real name
     if "avx512_icl" in usable:
-        prev = quantlib.get_isa()
-        try:
-            assert quantlib.set_isa("avx512") == "avx512_icl"
-        finally:
-            quantlib.set_isa(prev)
+        with use_isa("avx512") as active:
+            assert active == "avx512_icl"
 
 
 def test_usable_levels_have_their_features():
@@ -78,13 +76,9 @@ def test_usable_levels_have_their_features():
 
 @pytest.mark.parametrize("level", quantlib.available_isas())
 def test_every_slot_served(level):
-    prev = quantlib.get_isa()
-    quantlib.set_isa(level)
-    try:
+    with use_isa(level):
         kl = _core.kernel_levels()
         cfg = quantlib.show_config(print_out=False)
-    finally:
-        quantlib.set_isa(prev)
     assert len(kl) == 12 and {f for f, _ in kl.values()} == {"quantize", "hamming", "dot8", "rescore"}
     usable = set(quantlib.available_isas())
     for slot, (family, served) in kl.items():
@@ -95,9 +89,7 @@ def test_every_slot_served(level):
 
 @pytest.mark.parametrize("level", quantlib.available_isas())
 def test_rescore_ids_checked_in_c(level):
-    prev = quantlib.get_isa()
-    quantlib.set_isa(level)
-    try:
+    with use_isa(level):
         codes = np.zeros((5, 16), np.uint8)
         w = np.ones((2, 16))
         out = np.empty((2, 3))
@@ -111,8 +103,6 @@ def test_rescore_ids_checked_in_c(level):
         bits = np.zeros((5, 2), np.uint8)
         with pytest.raises(ValueError, match="candidate id 5 out of range"):
             _core.rescore_bits(w, bits, 0, bad, out)
-    finally:
-        quantlib.set_isa(prev)
 
 
 def test_dot_matrix_status():

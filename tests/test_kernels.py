@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import quantlib
+from helpers import use_isa
 from quantlib import _core
 
 import reference as ref
@@ -184,12 +185,8 @@ def test_dot_extreme_dims(isa):
 
 
 def _scalar_result(fn):
-    prev = quantlib.get_isa()
-    quantlib.set_isa("scalar")
-    try:
+    with use_isa("scalar"):
         return fn()
-    finally:
-        quantlib.set_isa(prev)
 
 
 @pytest.mark.parametrize("d", [1, 7, 8, 9, 31, 64, 65, 100, 384, 1024, 1100])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import quantlib
+from helpers import use_isa
 from quantlib import _core
 
 ISAS = [i for i in quantlib.available_isas() if i != "scalar"]
@@ -18,14 +19,10 @@ pytestmark = pytest.mark.skipif(not ISAS, reason="no SIMD level on this CPU")
 
 
 def _both(isa, fn):
-    prev = quantlib.get_isa()
-    try:
-        quantlib.set_isa("scalar")
+    with use_isa("scalar"):
         want = fn()
-        quantlib.set_isa(isa)
+    with use_isa(isa):
         got = fn()
-    finally:
-        quantlib.set_isa(prev)
     return got, want
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import quantlib
+from helpers import use_isa
 from quantlib import _core
 
 pytestmark = pytest.mark.skipif("avx512" not in quantlib.available_isas(),
@@ -12,12 +13,8 @@ pytestmark = pytest.mark.skipif("avx512" not in quantlib.available_isas(),
 
 
 def _on(isa, fn, *args):
-    prev = quantlib.get_isa()
-    quantlib.set_isa(isa)
-    try:
+    with use_isa(isa):
         return fn(*args)
-    finally:
-        quantlib.set_isa(prev)
 
 
 def _ham_topk(q, c, k, off=0):

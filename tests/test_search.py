@@ -16,6 +16,7 @@ from reference import bitwise_count as _ref_bitwise_count
 import pytest
 
 import quantlib
+from helpers import use_isa
 from quantlib import _precision as REG
 from quantlib import dequantize_embeddings, hamming_distance, int8_dot, rescore, search
 
@@ -372,12 +373,8 @@ def _assert_rescore_close(got, want, scale):
 
 
 def _on_scalar(fn):
-    prev = quantlib.get_isa()
-    quantlib.set_isa("scalar")
-    try:
+    with use_isa("scalar"):
         return fn()
-    finally:
-        quantlib.set_isa(prev)
 
 
 @pytest.mark.parametrize("d", [1, 7, 8, 9, 64, 65, 100, 384, 1024, 1100])

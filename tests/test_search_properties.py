@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import quantlib
+from helpers import use_isa
 from quantlib import hamming_distance, int8_dot, search
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,12 +40,8 @@ isa_st = st.sampled_from(quantlib.available_isas())
 
 
 def _with_isa(isa, fn):
-    prev = quantlib.get_isa()
-    quantlib.set_isa(isa)
-    try:
+    with use_isa(isa):
         return fn()
-    finally:
-        quantlib.set_isa(prev)
 
 
 @SETTINGS
