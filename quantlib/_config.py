@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from . import _core
 from ._threads import usable_cores

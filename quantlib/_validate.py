@@ -4,7 +4,7 @@ dtype / shape."""
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import numpy as np
 

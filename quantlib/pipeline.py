@@ -189,12 +189,13 @@ class RescorePipeline:
         def chunks():
             for s in range(0, n, chunk_size):
                 block = np.asarray(x[s: s + chunk_size])
-                binary[s: s + len(block)] = quantize_embeddings(block, _FIRST_STAGE.name, threads=threads)
+                binary[s: s + len(block)] = quantize_embeddings(block, _FIRST_STAGE.name, threads=threads)  # noqa: F821 (runs before the del)
                 yield quantize_embeddings(block, rescore_precision, ranges=r, threads=threads)
                 if cb is not None:
                     cb(min(n, s + len(block)), n)
 
-        header = F.Header(F.KIND_PIPELINE, _FIRST_STAGE.name, d, n, F.FLAG_RANGES | (F.FLAG_IDS if id_arr is not None else 0))
+        flags = F.FLAG_RANGES | (F.FLAG_IDS if id_arr is not None else 0)
+        header = F.Header(F.KIND_PIPELINE, _FIRST_STAGE.name, d, n, flags)
         sections = [
             (F.SectionInfo(F.SEC_RANGES, np.float32, 2, d), r),
             (F.SectionInfo(F.SEC_RESCORE, code_dtype, n, d), chunks()),  # streamed first: fills `binary`

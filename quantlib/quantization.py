@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Sequence, Union, overload
+from typing import Any, List, Optional, Union, overload
 
 import numpy as np
 

@@ -521,7 +521,8 @@ def rescore(
     # be able to turn a checked id into an out-of-bounds read
     ids = np.array(cand, dtype=np.int64, order="C", copy=True)
     if ids.size and (ids.max() >= n or ids.min() < -1):
-        raise ValueError(f"candidates must be in [0, {n}) or -1 for an empty slot; got min {ids.min()}, max {ids.max()}")
+        raise ValueError(f"candidates must be in [0, {n}) or -1 for an empty slot; "
+                         f"got min {ids.min()}, max {ids.max()}")
     d = q2.shape[1]
     q64 = np.array(q2, dtype=np.float64, order="C", copy=True)  # private, like ids
     if not np.isfinite(q64).all():
@@ -537,7 +538,8 @@ def rescore(
         if c.shape[1] != d:
             raise ValueError(f"codes have {c.shape[1]} dims but queries have {d}")
         if ranges is None:
-            raise ValueError(f"ranges is required to dequantize {precision} codes (the (2, {d}) ranges they were quantized with)")
+            raise ValueError(f"ranges is required to dequantize {precision} codes "
+                             f"(the (2, {d}) ranges they were quantized with)")
         from .quantization import _coerce_ranges
 
         r32 = _coerce_ranges(to_numpy(ranges, "ranges"), d)

@@ -9,7 +9,6 @@ are medians of ``--repeat`` runs after one warm-up.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -170,7 +169,7 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
     time_it(task, "quantlib", lambda: ql.search(q_bin, c_bin, k, precision="binary", threads=t))
     c_bits_f = np.unpackbits(c_ub, axis=1).astype(np.float32)
     c_pop = c_bits_f.sum(1)
-    time_it(task, "numpy unpackbits + BLAS", lambda: np_hamming_topk(q_bin, c_bits_f, c_pop, k))
+    time_it(task, "numpy unpackbits + BLAS", lambda: np_hamming_topk(q_bin, c_bits_f, c_pop, k))  # noqa: F821 (runs before the del)
     del c_bits_f
     if faiss:
         bidx = faiss.IndexBinaryFlat(c_ub.shape[1] * 8)
@@ -213,7 +212,7 @@ def run_bench(n: int, d: int, nq: int, k: int, multiplier: int, repeat: int, thr
         return np.take_along_axis(scores, order, 1), np.take_along_axis(cand, order, 1)
 
     def np_pipeline():
-        return np_rescore(np_hamming_topk(q_bin, c_bits_f, c_pop, k * multiplier))
+        return np_rescore(np_hamming_topk(q_bin, c_bits_f, c_pop, k * multiplier))  # noqa: F821 (runs before the del)
 
     time_it(task, "numpy", np_pipeline)
     del c_bits_f
@@ -294,7 +293,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be >= 1, got {args.threads}")
     if args.top_k * args.rescore_multiplier > args.n:
-        raise CLIError(f"--top-k x --rescore-multiplier ({args.top_k * args.rescore_multiplier}) exceeds --n ({args.n})")
+        need = args.top_k * args.rescore_multiplier
+        raise CLIError(f"--top-k x --rescore-multiplier ({need}) exceeds --n ({args.n})")
     need = args.n * args.dim * 4 * 3
     if need > 8 * 2 ** 30:
         raise CLIError(f"--n {args.n} x --dim {args.dim} needs about {need / 2**30:.0f} GiB; choose smaller sizes")
@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"isa      : {ql.get_isa()} (available: {' '.join(ql.available_isas())})")
     print(f"threads  : {threads if threads else 'all (' + str(usable_cores()) + ')'} for quantlib/faiss/usearch; "
           f"numpy uses its BLAS threads")
-    print(f"versions : " + ", ".join(f"{k} {v}" for k, v in vers.items()))
+    print("versions : " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     print(f"data     : corpus {args.n} x {args.dim} float32 (random, normalized), {args.queries} queries, "
           f"top-{args.top_k}, median of {args.repeat} runs")
     print("", flush=True)
@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     if ref:
         parts = [f"{k.split(' (')[0]} {ref / v:.1f}x" for k, v in ql_times.items()
                  if not k.startswith(("float32", "quantize")) and v > 0]
-        print(f"\nspeed-up of quantlib's quantized search over float32 exact search: " + ", ".join(parts))
+        print("\nspeed-up of quantlib's quantized search over float32 exact search: " + ", ".join(parts))
     print(f"\n(total {time.perf_counter() - t0:.1f} s)")
     if args.plot:
         save_plot(res, args.plot, f"quantlib bench: {args.n} x {args.dim}, {args.queries} queries, "

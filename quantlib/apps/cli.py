@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_args(pd)
     pd.set_defaults(func=_cmd_demo)
 
-    pb = sub.add_parser("bench", help="speed report on synthetic data vs numpy / sentence-transformers / faiss / usearch",
+    pb = sub.add_parser("bench",
+                        help="speed report on synthetic data vs numpy / sentence-transformers / faiss / usearch",
                         description="Time quantization, Hamming top-k, int8 top-k and binary + int8 rescoring on "
                                     "random data; medians of several runs, ratios to quantlib.")
     from .bench import add_arguments as bench_args

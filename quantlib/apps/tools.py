@@ -211,7 +211,8 @@ def inspect_file(path: str, verify: bool = False) -> dict:
                 F.read_section(f, s, mmap=True, verify=True, path=path)  # raises FormatError on a mismatch
                 row["checksum"] = "ok"
             sections.append(row)
-    return {"file": os.path.abspath(path), "kind": F.FILE_KINDS[h.file_kind], "format": f"{h.version[0]}.{h.version[1]}",
+    return {"file": os.path.abspath(path), "kind": F.FILE_KINDS[h.file_kind],
+            "format": f"{h.version[0]}.{h.version[1]}",
             "precision": h.precision, "dim": h.dim, "count": h.count,
             "ids": bool(h.flags & F.FLAG_IDS), "ranges": bool(h.flags & F.FLAG_RANGES),
             "file_bytes": h.file_size, "header_crc32": f"{h.header_crc:08x}", "verified": verify,
