@@ -104,6 +104,7 @@ import json
 import mmap as _mmap_mod
 import os
 import socket
+import stat as _stat
 import threading
 import time
 import uuid
@@ -237,15 +238,85 @@ def _manifest_path(path: Union[str, os.PathLike]) -> str:
     return os.path.join(p, MANIFEST_NAME) if os.path.isdir(p) else p
 
 
+def _short(v: Any, n: int = 80) -> str:
+    r = repr(v) if not isinstance(v, (list, dict)) or len(v) < 20 else f"<{type(v).__name__} of {len(v)}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def _req(doc: dict, key: str, types, where: str):
     if key not in doc:
         raise ManifestError(f"{where}: missing key {key!r}")
     v = doc[key]
     if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise ManifestError(f"{where}: {key!r} must be {types}, got {v!r}")
+        raise ManifestError(f"{where}: {key!r} must be {types.__name__}, got {v!r}")
     if not isinstance(v, types):
-        raise ManifestError(f"{where}: {key!r} has the wrong type ({type(v).__name__}: {v!r})")
+        raise ManifestError(f"{where}: {key!r} has the wrong type ({type(v).__name__}: {_short(v)}), expected "
+                            f"{types.__name__}")
     return v
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((_stat.S_ISDIR, "a directory"), (_stat.S_ISFIFO, "a FIFO"), (_stat.S_ISSOCK, "a socket"),
+                       (_stat.S_ISCHR, "a character device"), (_stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: str, where: str) -> Tuple[int, os.stat_result]:
+    """Open a regular file for reading without ever blocking: a FIFO, device,
+    socket or directory is refused (stat first, then opened O_NONBLOCK and
+    checked again on the descriptor, so a swap in between cannot hang us)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: file is missing") from None
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES, embedded NUL...
+        raise ManifestError(f"{where}: cannot access the file ({_os_reason(exc)})") from None
+    if not _stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"{where}: is {_file_kind(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: file is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{where}: cannot open the file ({_os_reason(exc)})") from None
+    st = os.fstat(fd)
+    if not _stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ManifestError(f"{where}: is {_file_kind(st.st_mode)}, not a regular file")
+    return fd, st
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _within(path: str, base: str) -> bool:
+    """``path`` is strictly inside directory ``base`` (both normalised)."""
+    try:
+        return path != base and os.path.commonpath([path, base]) == base
+    except ValueError:  # different drives (Windows), mixed absolute/relative
+        return False
+
+
+def _confine(p: str, base: str, where: str) -> str:
+    """Lexical check of a manifest shard path: relative (or absolute) but
+    inside the manifest directory, no NUL, encodable. Returns the absolute,
+    normalised path."""
+    if not p:
+        raise ManifestError(f"{where}: 'path' is empty")
+    if "\0" in p:
+        raise ManifestError(f"{where}: 'path' contains a NUL character")
+    try:
+        os.fsencode(p)
+    except UnicodeError:
+        raise ManifestError(f"{where}: 'path' {p!r} cannot be encoded for the filesystem") from None
+    full = os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+    if not _within(full, base):
+        raise ManifestError(f"{where}: path {p!r} is outside the manifest directory {base} (shard files must be "
+                            "inside the directory that holds the manifest)")
+    return full
 
 
 def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
@@ -253,31 +324,43 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
     the file itself). Checks its structure and internal consistency only; the
     shard files are checked by :func:`open_sharded`.
 
+    Shard paths must lie inside the manifest's directory (relative paths,
+    or absolute ones under it; ``..`` that leaves it is refused) and each
+    file may be listed once.
+
     Raises
     ------
     FileNotFoundError
         No manifest at ``path``.
     ManifestError
-        Not JSON, unknown format/version, missing or mistyped keys, offsets
-        that are not the running sum of the counts, bad ranges.
+        Not a regular file, not JSON, unknown format/version, missing or
+        mistyped keys, offsets that are not the running sum of the counts,
+        bad ranges, a shard path outside the manifest directory, the same
+        shard path listed twice.
     """
     mpath = _manifest_path(path)
-    with open(mpath, "rb") as f:
+    if not os.path.exists(mpath):
+        raise FileNotFoundError(f"no sharded-index manifest at {mpath}")
+    fd, _ = _open_regular(mpath, mpath)
+    with os.fdopen(fd, "rb") as f:
         raw = f.read()
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int digit limit
         raise ManifestError(f"{mpath}: not a JSON manifest: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{mpath}: not a JSON manifest: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise ManifestError(f"{mpath}: not a quantlib sharded-index manifest (format "
-                            f"{doc.get('format') if isinstance(doc, dict) else None!r}, expected {_FORMAT!r})")
+                            f"{doc.get('format') if isinstance(doc, dict) else None!r:.80}, expected {_FORMAT!r})")
     ver = doc.get("version")
-    if not (isinstance(ver, list) and len(ver) == 2 and ver[0] == _VERSION[0]):
-        raise ManifestError(f"{mpath}: manifest version {ver!r} is not supported (this quantlib reads "
+    if not (isinstance(ver, list) and len(ver) == 2 and all(type(v) is int for v in ver) and ver[0] == _VERSION[0]
+            and ver[1] >= 0):
+        raise ManifestError(f"{mpath}: manifest version {ver!r:.80} is not supported (this quantlib reads "
                             f"{_VERSION[0]}.x)")
     kind = _req(doc, "kind", str, mpath)
     if kind not in _KINDS:
-        raise ManifestError(f"{mpath}: kind must be 'index' or 'pipeline', got {kind!r}")
+        raise ManifestError(f"{mpath}: kind must be 'index' or 'pipeline', got {kind!r:.80}")
     precision = _req(doc, "precision", str, mpath)
     try:
         check_precision(precision)
@@ -287,23 +370,27 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
     if kind == "pipeline":
         if precision != "ubinary" or rp not in ("int8", "uint8"):
             raise ManifestError(f"{mpath}: a pipeline manifest needs precision 'ubinary' and rescore_precision "
-                                f"'int8' or 'uint8', got {precision!r} / {rp!r}")
+                                f"'int8' or 'uint8', got {precision!r} / {rp!r:.80}")
     elif rp is not None:
         raise ManifestError(f"{mpath}: rescore_precision only applies to kind 'pipeline'")
     dim = _req(doc, "dim", int, mpath)
     count = _req(doc, "count", int, mpath)
     has_ids = _req(doc, "has_ids", bool, mpath)
-    if dim < 1 or dim > F.MAX_DIM or count < 0:
-        raise ManifestError(f"{mpath}: bad dim {dim} or count {count}")
+    if dim < 1 or dim > F.MAX_DIM or count < 0 or count > F.MAX_COUNT:
+        raise ManifestError(f"{mpath}: bad dim {dim} (must be in [1, {F.MAX_DIM}]) or count {count} (must be in "
+                            f"[0, {F.MAX_COUNT}])")
     ranges = doc.get("ranges")
     if ranges is not None:
         try:
             r = np.asarray(ranges, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ManifestError(f"{mpath}: ranges must be a 2 x dim list of numbers") from None
-        if r.shape != (2, dim) or not np.isfinite(r).all():
+        if r.shape != (2, dim):
             raise ManifestError(f"{mpath}: ranges must be a finite 2 x {dim} list, got shape {r.shape}")
-        ranges = r.astype(np.float32)
+        with np.errstate(over="ignore"):
+            ranges = r.astype(np.float32)
+        if not np.isfinite(ranges).all():
+            raise ManifestError(f"{mpath}: ranges must be a finite 2 x {dim} list (finite in float32)")
         ranges.setflags(write=False)
         if kind == "index" and precision not in ("int8", "uint8"):
             raise ManifestError(f"{mpath}: ranges only apply to int8/uint8 indexes, not {precision!r}")
@@ -314,6 +401,7 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
         raise ManifestError(f"{mpath}: the manifest lists no shards")
     base = os.path.dirname(mpath)
     shards = []
+    seen: Dict[str, int] = {}
     pos = 0
     for i, e in enumerate(entries):
         where = f"{mpath}: shard {i}"
@@ -327,7 +415,13 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
             raise ManifestError(f"{where}: count and bytes must be >= 0, got {n} and {nb}")
         if off != pos:
             raise ManifestError(f"{where}: offset {off} is not the sum of the previous shards' counts ({pos})")
-        shards.append(ShardInfo(os.path.normpath(os.path.join(base, p)), n, off, nb))
+        full = _confine(p, base, where)
+        key = os.path.normcase(full)
+        if key in seen:
+            raise ManifestError(f"{where}: {p!r} is the same file as shard {seen[key]} (each shard file may be "
+                                "listed once)")
+        seen[key] = i
+        shards.append(ShardInfo(full, n, off, nb))
         pos += n
     if pos != count:
         raise ManifestError(f"{mpath}: the shards hold {pos} rows but the manifest says count {count}")
@@ -346,19 +440,28 @@ def _file_ranges(path: str, h: F.Header) -> Optional[np.ndarray]:
     return F.read_section(path, h.sections[F.SEC_RANGES], mmap=False, verify=True)
 
 
-def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> F.Header:
-    """Check one shard file against the manifest; ManifestError naming it."""
+def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, Tuple[int, int]]:
+    """Check one shard file against the manifest; ManifestError naming it.
+
+    Returns the header and the file's (st_dev, st_ino) identity."""
     where = f"shard {i} ({shard.path})"
-    if not os.path.exists(shard.path):
-        raise ManifestError(f"{where}: file is missing")
-    size = os.path.getsize(shard.path)
-    if size != shard.nbytes:
-        raise ManifestError(f"{where}: file has {size} bytes but the manifest records {shard.nbytes} "
+    if m.path is not None:  # symlinks must not lead out of the manifest directory either
+        base = os.path.dirname(m.path)
+        real, real_base = os.path.realpath(shard.path), os.path.realpath(base)
+        if not _within(real, real_base):
+            raise ManifestError(f"{where}: resolves to {real}, outside the manifest directory {real_base} "
+                                "(a symlink leaving the directory is refused)")
+    fd, st = _open_regular(shard.path, where)
+    os.close(fd)
+    if st.st_size != shard.nbytes:
+        raise ManifestError(f"{where}: file has {st.st_size} bytes but the manifest records {shard.nbytes} "
                             "(was the shard rebuilt without rewriting the manifest?)")
     try:
         h = F.read_header(shard.path)
     except FormatError as exc:
         raise ManifestError(f"{where}: {exc}") from exc
+    except OSError as exc:
+        raise ManifestError(f"{where}: cannot read the file ({_os_reason(exc)})") from None
     kind = "pipeline" if h.file_kind == F.KIND_PIPELINE else "index"
     if kind != m.kind:
         raise ManifestError(f"{where}: file holds a {F.FILE_KINDS[h.file_kind]} but the manifest is of kind "
@@ -376,11 +479,27 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> F.Header:
         rp = "int8" if h.sections[F.SEC_RESCORE].dtype == np.int8 else "uint8"
         if rp != m.rescore_precision:
             raise ManifestError(f"{where}: rescore precision {rp!r} but the manifest says {m.rescore_precision!r}")
-    r = _file_ranges(shard.path, h)
+    try:
+        r = _file_ranges(shard.path, h)
+    except FormatError as exc:
+        raise ManifestError(f"{where}: {exc}") from exc
     if (r is None) != (m.ranges is None) or (r is not None and not np.array_equal(r, m.ranges)):
         raise ManifestError(f"{where}: calibration ranges differ from the manifest's (every shard must be "
                             "quantized with the same ranges for exact results)")
-    return h
+    return h, (st.st_dev, st.st_ino)
+
+
+def _check_files(m: Manifest) -> None:
+    """The client-side checks of :func:`open_sharded` (no cluster needed):
+    every shard file against the manifest, and no file listed twice under
+    two names (hard link, symlink, case-insensitive filesystem)."""
+    seen: Dict[Tuple[int, int], int] = {}
+    for i, s in enumerate(m.shards):
+        _, ident = _check_shard_file(i, s, m)
+        if ident in seen:
+            raise ManifestError(f"shard {i} ({s.path}): is the same file as shard {seen[ident]} "
+                                f"({m.shards[seen[ident]].path}) (each shard file may be listed once)")
+        seen[ident] = i
 
 
 def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
@@ -395,8 +514,10 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
         ``[sum(counts[:i]), sum(counts[:i + 1]))``.
     path : path
         A directory (the manifest is ``path/manifest.json``) or the manifest
-        file name. Written atomically; shard paths inside its directory are
-        stored relative to it.
+        file name. Written atomically. Every shard file must be inside the
+        manifest's directory (or below it): shard paths are stored relative
+        to the manifest, and :func:`read_manifest` refuses paths that leave
+        its directory.
 
     Returns
     -------
@@ -406,22 +527,34 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
     ------
     ManifestError
         The files are not all of one kind, precision, dimension, id presence
-        or rescore precision, or their calibration ranges differ.
+        or rescore precision, or their calibration ranges differ; a file is
+        missing, not a regular file, outside the manifest directory, or
+        listed twice.
     """
-    if isinstance(shard_paths, (str, bytes, os.PathLike)) or not len(shard_paths):
-        raise ValueError("shard_paths must be a non-empty sequence of shard file paths")
+    if isinstance(shard_paths, (str, bytes, os.PathLike)) or not hasattr(shard_paths, "__len__") \
+            or not len(shard_paths):
+        raise ValueError("shard_paths must be a non-empty sequence of shard file paths, got "
+                         f"{type(shard_paths).__name__}")
     mpath = _manifest_path(path)
+    base = os.path.dirname(mpath)
     infos, headers = [], []
     pos = 0
     for i, p in enumerate(shard_paths):
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"shard_paths[{i}] must be a path (str or os.PathLike), got {type(p).__name__}")
         p = os.path.abspath(os.fspath(p))
-        if not os.path.exists(p):
-            raise ManifestError(f"shard {i} ({p}): file is missing")
+        if not _within(p, base):
+            raise ManifestError(f"shard {i} ({p}): is not inside the manifest directory {base} (shard paths are "
+                                "stored relative to the manifest and must stay inside its directory: write the "
+                                "manifest into the directory holding the shards, or a parent of it)")
+        where = f"shard {i} ({p})"
+        fd, st = _open_regular(p, where)
+        os.close(fd)
         try:
             h = F.read_header(p)
         except FormatError as exc:
-            raise ManifestError(f"shard {i} ({p}): {exc}") from exc
-        infos.append(ShardInfo(p, h.count, pos, os.path.getsize(p)))
+            raise ManifestError(f"{where}: {exc}") from exc
+        infos.append(ShardInfo(p, h.count, pos, st.st_size))
         headers.append(h)
         pos += h.count
     h0 = headers[0]
@@ -431,8 +564,7 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
         rp = "int8" if h0.sections[F.SEC_RESCORE].dtype == np.int8 else "uint8"
     m = Manifest(kind, h0.precision, h0.dim, pos, bool(h0.flags & F.FLAG_IDS), tuple(infos),
                  _file_ranges(infos[0].path, h0), rp, mpath)
-    for i, s in enumerate(infos):
-        _check_shard_file(i, s, m)  # the same checks open_sharded makes
+    _check_files(m)  # the same checks open_sharded makes (and no file listed twice)
     if m.kind == "index" and m.precision == "float32":
         _warn_float_alignment([s.count for s in infos])
     _write_json_atomic(mpath, m.to_json(os.path.dirname(mpath)))
@@ -1038,8 +1170,7 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
     """
     m = read_manifest(path)
     if check_files:
-        for i, s in enumerate(m.shards):
-            _check_shard_file(i, s, m)
+        _check_files(m)
     return ShardedIndex(m, _get_client(client), timeout=timeout)
 
 

@@ -393,6 +393,106 @@ def test_manifest_missing_shard_and_garbage(client, small):
         read_manifest(small.parent / "nowhere.json")
 
 
+@pytest.mark.parametrize("entry, match", [
+    ("../outside.qlx", r"shard 0: path '\.\./outside\.qlx' is outside the manifest directory"),
+    ("sub/../../outside.qlx", r"is outside the manifest directory"),
+    ("/etc/passwd", r"path '/etc/passwd' is outside the manifest directory"),
+    (".", r"is outside the manifest directory"),
+    ("", r"'path' is empty"),
+    ("a\0b", r"contains a NUL character"),
+    ("\ud800.qlx", r"cannot be encoded"),
+])
+def test_manifest_shard_paths_are_confined(small, entry, match):
+    """Issue 20 item 7: shard paths may not leave the manifest directory, and
+    the errors never stat (let alone size) a file outside it."""
+    _rewrite(small, shard0_path=entry)
+    with pytest.raises(ManifestError, match=match) as ei:
+        read_manifest(small)
+    assert "bytes" not in str(ei.value)
+
+
+def test_manifest_absolute_path_inside_is_accepted(client, small):
+    _rewrite(small, shard0_path=str(small.parent / "shard-00000.qlx"))
+    assert read_manifest(small).shards[0].path == str(small.parent / "shard-00000.qlx")
+
+
+def test_manifest_duplicate_shard_and_links(client, small):
+    d = small.parent
+    # the same path twice (also spelled differently)
+    _rewrite(small, shard1_path="./sub/../shard-00000.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1: .* is the same file as shard 0"):
+        read_manifest(small)
+    # the same file under two names: a hard link and a symlink inside the directory
+    os.link(d / "shard-00000.qlx", d / "hard.qlx")
+    os.symlink("shard-00000.qlx", d / "soft.qlx")
+    for other in ("hard.qlx", "soft.qlx"):
+        _rewrite(small, shard1_path=other, shard1_count=100, shard1_bytes=os.path.getsize(d / "shard-00000.qlx"),
+                 count=200)
+        with pytest.raises(ManifestError, match=r"shard 1 .*is the same file as shard 0"):
+            open_sharded(small, client)
+
+
+def test_manifest_symlink_escaping_and_special_files(client, small, tmp_path):
+    d = small.parent
+    outside = tmp_path / "outside.qlx"
+    os.replace(d / "shard-00001.qlx", outside)
+    os.symlink(outside, d / "shard-00001.qlx")  # a symlink leading out of the directory
+    with pytest.raises(ManifestError, match=r"shard 1 .*resolves to .*outside the manifest directory"):
+        open_sharded(small, client)
+    os.remove(d / "shard-00001.qlx")
+    os.mkfifo(d / "shard-00001.qlx")  # a FIFO would block open() forever
+    with pytest.raises(ManifestError, match=r"shard 1 .*is a FIFO, not a regular file"):
+        open_sharded(small, client)
+    os.remove(d / "shard-00001.qlx")
+    os.mkdir(d / "shard-00001.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 .*is a directory, not a regular file"):
+        open_sharded(small, client)
+    os.rmdir(d / "shard-00001.qlx")
+    os.symlink("/dev/zero", d / "shard-00001.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 .*outside the manifest directory"):
+        open_sharded(small, client)
+    # the manifest itself as a FIFO
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ManifestError, match="is a FIFO, not a regular file"):
+        read_manifest(fifo)
+
+
+def test_write_manifest_refuses_shards_outside_or_twice(tmp_path):
+    idx = Index(DIM, "ubinary")
+    idx.add(X[:5])
+    idx.save(tmp_path / "a.qlx")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ManifestError, match=r"shard 0 .*is not inside the manifest directory"):
+        write_manifest([tmp_path / "a.qlx"], tmp_path / "sub")
+    with pytest.raises(ManifestError, match=r"shard 1 .*is the same file as shard 0"):
+        write_manifest([tmp_path / "a.qlx", tmp_path / "sub" / ".." / "a.qlx"], tmp_path)
+    with pytest.raises(TypeError, match=r"shard_paths\[0\] must be a path"):
+        write_manifest([3], tmp_path)
+    m = write_manifest([tmp_path / "a.qlx"], tmp_path / "manifest.json")
+    assert json.loads((tmp_path / "manifest.json").read_text())["shards"][0]["path"] == "a.qlx"
+    assert m.count == 5
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"format": "quantlib-sharded", "version": [1, 0], "count": 1' + "0" * 5000 + "}", "not a JSON manifest"),
+    (b"\xff\xfe", "not a JSON manifest"),
+])
+def test_manifest_hostile_json(tmp_path, text, match):
+    (tmp_path / "manifest.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ManifestError, match=match):
+        read_manifest(tmp_path)
+
+
+def test_manifest_hostile_ranges(small):
+    for bad in ([[1e400] * DIM] * 2, [[1e39] * DIM] * 2, [[10 ** 400] * DIM] * 2):
+        doc = json.loads(small.read_text())
+        small.write_text(json.dumps(doc).replace('"ranges": [', '"ranges": ' + json.dumps(bad) + ', "old": ['))
+        with pytest.raises(ManifestError, match="ranges must be"):
+            read_manifest(small)
+
+
 def test_worker_side_check_when_client_skips_files(client, small):
     """check_files=False: the actor still checks the file it opens."""
     _rewrite(small, precision="uint8")
