@@ -3,8 +3,9 @@
 A corpus too large for one machine is split into contiguous **shards**, each an
 ordinary quantlib file (an :class:`~quantlib.Index` or a
 :class:`~quantlib.RescorePipeline`), plus a small JSON **manifest** naming the
-shard files in order with their sizes, global offsets, precision, dimension
-and calibration ranges. Shard ``i`` holds the global rows
+shard files in order with their sizes, content checksums (each file's header
+CRC32), global offsets, precision, dimension and calibration ranges. Shard
+files must lie inside the manifest's directory. Shard ``i`` holds the global rows
 ``[offset_i, offset_i + count_i)``. The files must be readable at the same
 path by the client (it validates them on open, unless ``check_files=False``)
 and by every worker.
@@ -139,7 +140,7 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "quantlib-sharded"
-_VERSION = (1, 0)
+_VERSION = (1, 1)  # 1.1: shards record "crc32" (their header checksum = content identity)
 _KINDS = ("index", "pipeline")
 _BINARY = ("binary", "ubinary")
 
@@ -186,12 +187,16 @@ class ManifestError(FormatError):
 # ---------------------------------------------------------------------- manifest
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard: its file, number of rows, first global row, file size."""
+    """One shard: its file, number of rows, first global row, file size, and
+    content identity ``crc32``: the CRC32 that closes the file's header, which
+    covers every section's CRC32, so it changes whenever any byte of codes,
+    ids or ranges does (``None`` in a manifest written before version 1.1)."""
 
     path: str
     count: int
     offset: int
     nbytes: int
+    crc32: Optional[int] = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,8 +232,8 @@ class Manifest:
             "rescore_precision": self.rescore_precision, "dim": self.dim, "count": self.count,
             "has_ids": self.has_ids,
             "ranges": None if self.ranges is None else np.asarray(self.ranges, np.float64).tolist(),
-            "shards": [{"path": rel(s.path), "count": s.count, "offset": s.offset, "bytes": s.nbytes}
-                       for s in self.shards],
+            "shards": [{"path": rel(s.path), "count": s.count, "offset": s.offset, "bytes": s.nbytes,
+                        "crc32": s.crc32} for s in self.shards],
         }
         return json.dumps(doc, indent=1)
 
@@ -286,6 +291,43 @@ def _open_regular(path: str, where: str) -> Tuple[int, os.stat_result]:
         os.close(fd)
         raise ManifestError(f"{where}: is {_file_kind(st.st_mode)}, not a regular file")
     return fd, st
+
+
+_NSEC_AT = F._FIXED.size - 4  # the section count closes the fixed header
+
+
+def _header_crc_fd(fd: int) -> Optional[int]:
+    """The CRC32 stored at the end of a quantlib header (the file's content
+    identity: it covers the header and every section's CRC32), read from an
+    open descriptor; None when the bytes are not even shaped like a header
+    (``read_header`` then says why)."""
+    fixed = os.pread(fd, F._FIXED.size, 0)
+    if len(fixed) < F._FIXED.size:
+        return None
+    nsec = int.from_bytes(fixed[_NSEC_AT:_NSEC_AT + 4], "little")
+    if not 1 <= nsec <= F.MAX_SECTIONS:
+        return None
+    hs = F.header_size(nsec)
+    tail = os.pread(fd, 4, hs - 4)
+    return int.from_bytes(tail, "little") if len(tail) == 4 else None
+
+
+def _shard_identity(path: str, where: str) -> Tuple[int, int, Optional[int]]:
+    """(st_dev, st_ino, header crc) of the regular file at ``path``."""
+    fd, st = _open_regular(path, where)
+    try:
+        return st.st_dev, st.st_ino, _header_crc_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _no_crc_error(where: str, mpath: Optional[str]) -> ManifestError:
+    p = repr(mpath) if mpath else "manifest_path"
+    return ManifestError(
+        f"{where}: the manifest records no content checksum ('crc32'; it was written by a quantlib that did not, "
+        "manifest version 1.0), so a swapped or rebuilt shard file could not be detected. Check that the shard "
+        "files are the right ones, then regenerate the manifest: from quantlib.distributed import read_manifest, "
+        f"write_manifest; write_manifest([s.path for s in read_manifest({p}).shards], {p})")
 
 
 def _os_reason(exc: BaseException) -> str:
@@ -415,13 +457,16 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
             raise ManifestError(f"{where}: count and bytes must be >= 0, got {n} and {nb}")
         if off != pos:
             raise ManifestError(f"{where}: offset {off} is not the sum of the previous shards' counts ({pos})")
+        crc = e.get("crc32")
+        if crc is not None and (type(crc) is not int or not 0 <= crc < 2 ** 32):
+            raise ManifestError(f"{where}: 'crc32' must be an int in [0, 2**32) or absent, got {_short(crc)}")
         full = _confine(p, base, where)
         key = os.path.normcase(full)
         if key in seen:
             raise ManifestError(f"{where}: {p!r} is the same file as shard {seen[key]} (each shard file may be "
                                 "listed once)")
         seen[key] = i
-        shards.append(ShardInfo(full, n, off, nb))
+        shards.append(ShardInfo(full, n, off, nb, crc))
         pos += n
     if pos != count:
         raise ManifestError(f"{mpath}: the shards hold {pos} rows but the manifest says count {count}")
@@ -443,8 +488,12 @@ def _file_ranges(path: str, h: F.Header) -> Optional[np.ndarray]:
 def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, Tuple[int, int]]:
     """Check one shard file against the manifest; ManifestError naming it.
 
-    Returns the header and the file's (st_dev, st_ino) identity."""
+    Returns the header and the file's (st_dev, st_ino) identity. The file's
+    content identity (header CRC) is read before and after the checks, so a
+    file replaced in between is reported, not half-checked."""
     where = f"shard {i} ({shard.path})"
+    if shard.crc32 is None:
+        raise _no_crc_error(where, m.path)
     if m.path is not None:  # symlinks must not lead out of the manifest directory either
         base = os.path.dirname(m.path)
         real, real_base = os.path.realpath(shard.path), os.path.realpath(base)
@@ -452,7 +501,10 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, 
             raise ManifestError(f"{where}: resolves to {real}, outside the manifest directory {real_base} "
                                 "(a symlink leaving the directory is refused)")
     fd, st = _open_regular(shard.path, where)
-    os.close(fd)
+    try:
+        crc = _header_crc_fd(fd)
+    finally:
+        os.close(fd)
     if st.st_size != shard.nbytes:
         raise ManifestError(f"{where}: file has {st.st_size} bytes but the manifest records {shard.nbytes} "
                             "(was the shard rebuilt without rewriting the manifest?)")
@@ -462,6 +514,11 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, 
         raise ManifestError(f"{where}: {exc}") from exc
     except OSError as exc:
         raise ManifestError(f"{where}: cannot read the file ({_os_reason(exc)})") from None
+    if crc != shard.crc32:
+        raise ManifestError(f"{where}: content checksum 0x{crc or 0:08x} but the manifest records "
+                            f"0x{shard.crc32:08x}: the file was replaced or rebuilt after the manifest was written "
+                            "(e.g. two shards swapped); rebuild the sharded index, or rewrite the manifest with "
+                            "write_manifest if these are the right files")
     kind = "pipeline" if h.file_kind == F.KIND_PIPELINE else "index"
     if kind != m.kind:
         raise ManifestError(f"{where}: file holds a {F.FILE_KINDS[h.file_kind]} but the manifest is of kind "
@@ -486,6 +543,8 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, 
     if (r is None) != (m.ranges is None) or (r is not None and not np.array_equal(r, m.ranges)):
         raise ManifestError(f"{where}: calibration ranges differ from the manifest's (every shard must be "
                             "quantized with the same ranges for exact results)")
+    if _shard_identity(shard.path, where) != (st.st_dev, st.st_ino, crc):
+        raise ManifestError(f"{where}: the file was replaced while it was being checked")
     return h, (st.st_dev, st.st_ino)
 
 
@@ -494,12 +553,25 @@ def _check_files(m: Manifest) -> None:
     every shard file against the manifest, and no file listed twice under
     two names (hard link, symlink, case-insensitive filesystem)."""
     seen: Dict[Tuple[int, int], int] = {}
+
+    def once(i: int, s: ShardInfo, ident: Tuple[int, int]) -> None:
+        j = seen.setdefault(ident, i)
+        if j != i:
+            raise ManifestError(f"shard {i} ({s.path}): is the same file as shard {j} ({m.shards[j].path}) "
+                                "(each shard file may be listed once)")
+
+    base = os.path.realpath(os.path.dirname(m.path)) if m.path is not None else None
+    for i, s in enumerate(m.shards):  # first by identity alone, so a duplicate is named as such
+        if base is None or _within(os.path.realpath(s.path), base):
+            try:
+                st = os.stat(s.path)
+            except (OSError, ValueError):
+                continue  # reported by the full check below
+            once(i, s, (st.st_dev, st.st_ino))
+    seen.clear()
     for i, s in enumerate(m.shards):
         _, ident = _check_shard_file(i, s, m)
-        if ident in seen:
-            raise ManifestError(f"shard {i} ({s.path}): is the same file as shard {seen[ident]} "
-                                f"({m.shards[seen[ident]].path}) (each shard file may be listed once)")
-        seen[ident] = i
+        once(i, s, ident)
 
 
 def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
@@ -548,13 +620,13 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
                                 "stored relative to the manifest and must stay inside its directory: write the "
                                 "manifest into the directory holding the shards, or a parent of it)")
         where = f"shard {i} ({p})"
-        fd, st = _open_regular(p, where)
-        os.close(fd)
+        dev, ino, crc = _shard_identity(p, where)
         try:
             h = F.read_header(p)
         except FormatError as exc:
             raise ManifestError(f"{where}: {exc}") from exc
-        infos.append(ShardInfo(p, h.count, pos, st.st_size))
+        size = os.stat(p).st_size
+        infos.append(ShardInfo(p, h.count, pos, size, crc))
         headers.append(h)
         pos += h.count
     h0 = headers[0]
@@ -705,7 +777,8 @@ def _build_shard_task(rows: Any, path: str, kind: str, precision: str, dim: int,
                 yield codes
 
         _write_index_file(path, precision, dim, n, chunks(), ids, ranges)
-    return {"count": n, "bytes": os.path.getsize(path)}
+    _, _, crc = _shard_identity(path, path)
+    return {"count": n, "bytes": os.path.getsize(path), "crc32": crc}
 
 
 # ---------------------------------------------------------------------- the shard actor
@@ -716,8 +789,19 @@ class _ShardServer:
         self.shard = shard
         self.path = info.path
         self.offset = info.offset
+        where = f"shard {shard} ({info.path})"
         _check_shard_file(shard, info, manifest)  # the file this worker sees matches the manifest
         self.obj = load_index(info.path, mmap=True)
+        # The file actually loaded must be the one checked (content identity): load_index reports the
+        # header CRC of the descriptor it read when it can (``_file_crc``); otherwise re-read the header
+        # after loading (the check above read it before).
+        crc = getattr(self.obj, "_file_crc", None)
+        if crc is None:
+            crc = _shard_identity(info.path, where)[2]
+        if crc != info.crc32 or len(self.obj) != info.count:
+            raise ManifestError(f"{where}: the file changed while the shard was being opened (content checksum "
+                                f"0x{crc or 0:08x}, the manifest records 0x{info.crc32:08x}); rebuild the sharded "
+                                "index, or rewrite the manifest with write_manifest if these are the right files")
         self.kind = manifest.kind
         self.pid = os.getpid()
         try:
@@ -1133,7 +1217,7 @@ def build_sharded(
     finally:
         if bar is not None:
             bar.close()
-    shards = tuple(ShardInfo(paths[j], int(res["count"]), int(starts[j]), int(res["bytes"]))
+    shards = tuple(ShardInfo(paths[j], int(res["count"]), int(starts[j]), int(res["bytes"]), int(res["crc32"]))
                    for j, res in enumerate(results))
     m = Manifest(kind, precision, dim, n, id_arr is not None, shards, r,
                  rescore_precision if rescore else None, mpath)
@@ -1154,9 +1238,12 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
         Default: the current client.
     check_files : bool
         Check every shard file against the manifest on the client first
-        (existence, size, kind, precision, dim, count, ids, ranges). Each
-        actor makes the same checks on its worker in any case; turn this off
-        when the client cannot see the workers' filesystem.
+        (inside the manifest directory, a regular file, listed once, size,
+        content checksum, kind, precision, dim, count, ids, ranges). Each
+        actor makes the same checks on its worker in any case (also when it
+        is re-created after a worker death), and checks that the file it
+        loaded is the one it checked; turn this off when the client cannot
+        see the workers' filesystem.
     timeout : float, optional
         Seconds to wait for the actors to open their shards.
 
@@ -1164,11 +1251,18 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
     ------
     ManifestError
         The manifest is malformed or a shard file does not match it (the
-        message names the shard and its file).
+        message names the shard and its file), e.g. a shard whose content
+        checksum differs from the manifest's (swapped or rebuilt files), or
+        a manifest written before shard checksums were recorded (manifest
+        version 1.0: the message says how to regenerate it with
+        :func:`write_manifest`).
     ShardError
         A worker could not open its shard.
     """
     m = read_manifest(path)
+    for i, s in enumerate(m.shards):
+        if s.crc32 is None:
+            raise _no_crc_error(f"shard {i} ({s.path})", m.path)
     if check_files:
         _check_files(m)
     return ShardedIndex(m, _get_client(client), timeout=timeout)

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -524,6 +525,125 @@ def test_write_manifest_from_existing_files(client, tmp_path):
         write_manifest([paths[0], tmp_path / "ub.qlx"], tmp_path / "bad.json")
     with pytest.raises(ManifestError, match="missing"):
         write_manifest([tmp_path / "nope.qlx"], tmp_path / "bad.json")
+
+
+# --------------------------------------------------------------------------- shard identity (issue 20 item 4)
+def _swap(a, b):
+    tmp = str(a) + ".swap"
+    os.replace(a, tmp)
+    os.replace(b, a)
+    os.replace(tmp, b)
+
+
+@pytest.fixture
+def twin(client, tmp_path):
+    """Two ubinary shards of equal size (so size checks cannot tell them apart)."""
+    d = tmp_path / "twin"
+    build_sharded(X, d, shard_sizes=[150, 150], client=client).close()
+    a, b = d / "shard-00000.qlx", d / "shard-00001.qlx"
+    assert os.path.getsize(a) == os.path.getsize(b)
+    return d
+
+
+def test_manifest_records_shard_checksums(twin):
+    doc = json.loads((twin / "manifest.json").read_text())
+    assert doc["version"] == [1, 1]
+    for s in read_manifest(twin).shards:  # the CRC32 closing the header (covers every section CRC)
+        raw = open(s.path, "rb").read(4096)
+        hs = quantlib._format.header_size(int.from_bytes(raw[44:48], "little"))
+        assert s.crc32 == int.from_bytes(raw[hs - 4:hs], "little") == zlib.crc32(raw[:hs - 4])
+
+
+def test_swapped_shards_are_rejected(client, twin):
+    _swap(twin / "shard-00000.qlx", twin / "shard-00001.qlx")
+    with pytest.raises(ManifestError, match=r"shard 0 \(.*shard-00000\.qlx\): content checksum 0x[0-9a-f]{8} but "
+                                            r"the manifest records 0x[0-9a-f]{8}: the file was replaced or rebuilt"):
+        open_sharded(twin, client)
+    # the workers check too when the client does not
+    with pytest.raises(ManifestError, match="content checksum"):
+        open_sharded(twin, client, check_files=False)
+
+
+def test_rebuilt_shard_is_rejected(client, twin):
+    other = Index(DIM, "ubinary")
+    other.add(X[::-1][:150])  # same count, same size, other rows
+    other.save(twin / "shard-00001.qlx")
+    with pytest.raises(ManifestError, match=r"shard 1 .*content checksum"):
+        open_sharded(twin, client)
+
+
+def test_recreated_actor_rejects_a_changed_file(client, twin, hook):
+    """A shard actor re-created after a failure reopens its file: if the file
+    changed meanwhile, the retry fails with the ManifestError (not retried)."""
+    with open_sharded(twin, client) as sh:
+        want = _single_index("ubinary", None).search(_queries(X), 5)
+        _eq(sh.search(_queries(X), 5), want)
+        _swap(twin / "shard-00000.qlx", twin / "shard-00001.qlx")
+        failed = []
+
+        def once(i, method):
+            if i == 0 and not failed:
+                failed.append(i)
+                raise RuntimeError("worker lost")
+
+        hook(once)
+        with pytest.raises(ShardError, match=r"shard 0 .*failed to search after 2 attempt.*content checksum") as ei:
+            sh.search(_queries(X), 5, retries=3)
+        assert isinstance(ei.value.cause, ManifestError) and failed == [0]
+
+
+def test_actor_checks_the_file_it_actually_loaded(client, twin, monkeypatch):
+    real = qd.load_index
+    # 1. load_index reports the header CRC of what it read (``_file_crc``): trusted when present
+    def wrong_crc(path, mmap=True, **kw):
+        obj = real(path, mmap=mmap, **kw)
+        obj._file_crc = read_manifest(twin).shards[0].crc32 ^ 1
+        return obj
+
+    monkeypatch.setattr(qd, "load_index", wrong_crc)
+    with pytest.raises(ManifestError, match="changed while the shard was being opened"):
+        open_sharded(twin, client, check_files=False)
+
+    # 2. without it, the header is re-read after loading: a file replaced between the check and the
+    #    load is caught
+    swapped = []
+
+    def swapped_during_load(path, mmap=True, **kw):
+        if str(path).endswith("shard-00000.qlx") and not swapped:
+            swapped.append(path)
+            _swap(twin / "shard-00000.qlx", twin / "shard-00001.qlx")
+        return real(path, mmap=mmap, **kw)
+
+    monkeypatch.setattr(qd, "load_index", swapped_during_load)
+    with pytest.raises(ManifestError, match=r"shard 0 .*changed while the shard was being opened"):
+        open_sharded(twin, client, check_files=False)
+    assert swapped
+
+
+def test_old_manifest_without_checksums(client, twin):
+    """Manifest version 1.0 had no crc32: readable, but refused by open_sharded
+    with the recipe to regenerate it."""
+    doc = json.loads((twin / "manifest.json").read_text())
+    doc["version"] = [1, 0]
+    for e in doc["shards"]:
+        del e["crc32"]
+    (twin / "manifest.json").write_text(json.dumps(doc))
+    m = read_manifest(twin)
+    assert [s.crc32 for s in m.shards] == [None, None]
+    for kw in ({}, dict(check_files=False)):
+        with pytest.raises(ManifestError, match=r"records no content checksum .*version 1\.0.*write_manifest\("
+                                                r"\[s\.path for s in read_manifest"):
+            open_sharded(twin, client, **kw)
+    write_manifest([s.path for s in m.shards], m.path)  # the recipe from the message
+    with open_sharded(twin, client) as sh:
+        _eq(sh.search(_queries(X), 5), _single_index("ubinary", None).search(_queries(X), 5))
+
+
+@pytest.mark.parametrize("bad", ["abc", -1, 2 ** 32, 1.5, True])
+def test_manifest_bad_checksum_field(twin, bad):
+    _rewrite(twin / "manifest.json", shard0_crc32=bad)
+    with pytest.raises(ManifestError, match=r"shard 0: 'crc32' must be an int in \[0, 2\*\*32\) or absent"):
+        read_manifest(twin)
 
 
 # --------------------------------------------------------------------------- argument checking
