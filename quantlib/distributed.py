@@ -928,6 +928,21 @@ def _deterministic(exc: BaseException) -> bool:
     return isinstance(exc, (ValueError, TypeError))
 
 
+def _check_finite_queries(raw: Any, q: np.ndarray) -> None:
+    """float32 queries must be finite (a shard would refuse them; refuse them
+    here, as :meth:`Index.search` does, with a ValueError naming the value)."""
+    bad = ~np.isfinite(q)
+    if not bad.any():
+        return
+    pos = tuple(int(v) for v in np.argwhere(bad)[0])
+    src = np.asarray(to_numpy(raw, "queries"))
+    src = src.reshape(q.shape) if src.size == q.size else None
+    if src is not None and src.dtype.kind in "fiu" and np.isfinite(src[pos]):
+        raise ValueError(f"queries contain finite values too large for float32 (first at index {pos}: "
+                         f"{src[pos]!r} overflows to inf)")
+    raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {q[pos]!r})")
+
+
 def _is_dask_array(x: Any) -> bool:
     return type(x).__module__.startswith("dask.array") and hasattr(x, "chunks") and hasattr(x, "dask")
 
@@ -1578,7 +1593,10 @@ class ShardedIndex:
                 raise ValueError("rescore_multiplier only applies to pipeline (rescore=True) shards")
             if rescore_mode != "exact":
                 raise ValueError("rescore_mode only applies to pipeline (rescore=True) shards")
-            q, was_1d = self._template._as_codes(queries, "queries", None)
+            with np.errstate(over="ignore" if m.precision == "float32" else "warn"):  # reported just below
+                q, was_1d = self._template._as_codes(queries, "queries", None)
+            if m.precision == "float32":
+                _check_finite_queries(queries, q)  # on the client, before any round (as Index.search)
             vals, ids, answered = self._search_index(q, k, retries, timeout, threads, allow_partial, st)
         else:
             mult = 4 if rescore_multiplier is None else check_k(rescore_multiplier, "rescore_multiplier")
@@ -1591,7 +1609,8 @@ class ShardedIndex:
                 raise ValueError(f"queries have {q2.shape[1]} dims but the sharded pipeline has {m.dim}")
             q2 = np.ascontiguousarray(q2)
             if not np.isfinite(q2).all():
-                raise ValueError("queries contain NaN or infinite values")
+                pos = tuple(int(v) for v in np.argwhere(~np.isfinite(q2))[0])
+                raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {q2[pos]!r})")
             vals, ids, answered = self._search_pipeline(q2, k, mult, rescore_mode, retries, timeout, threads,
                                                         allow_partial, st)
         st["failed_shards"] = [i for i in range(S) if answered.shape[0] and not answered[0, i]]

@@ -687,6 +687,33 @@ def test_search_argument_errors(built):
         pipe.search(np.full((1, DIM), np.nan, np.float32), 3)
 
 
+@pytest.mark.parametrize("bad, match", [
+    (np.nan, r"queries contain NaN or infinite values \(first at index \(1, 3\)"),
+    (np.inf, r"queries contain NaN or infinite values"),
+    (-np.inf, r"queries contain NaN or infinite values"),
+    (1e300, r"queries contain finite values too large for float32 \(first at index \(1, 3\)"),
+])
+def test_non_finite_queries_raise_value_error_before_any_round(built, hook, bad, match):
+    """Issue 20 item 7: NaN/inf queries to a float32 sharded index raised
+    ShardError (the shard refused them); now ValueError on the client."""
+    sh = built("float32", "even")
+    calls = []
+    hook(lambda i, method: calls.append(i))
+    q = _queries(XF).astype(np.float64)
+    q[1, 3] = bad
+    with pytest.raises(ValueError, match=match):
+        sh.search(q, 3)
+    with pytest.raises(ValueError, match="queries contain"):
+        sh.search(q[1], 3)  # 1-D
+    assert calls == []
+    pipe = built("pipeline", "even")
+    if np.isfinite(bad):
+        return
+    with pytest.raises(ValueError, match=r"queries contain NaN or infinite values \(first at index \(1, 3\)"):
+        pipe.search(q, 3)
+    assert calls == []
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(n_shards=2, shard_sizes=[150, 150]), ValueError, "not both"),
     (dict(shard_sizes=[100, 100]), ValueError, r"sum to the 300 rows of data, got 200"),
