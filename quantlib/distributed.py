@@ -87,9 +87,15 @@ shard index and file; it never returns a silently partial answer. With
 could not be filled are padded (id ``-1``, value ``-inf``/``+inf``/int32
 extreme, worst for the order).
 
-The build uses ordinary tasks (the scheduler reruns a task whose worker died);
-a shard whose build still fails raises :class:`ShardError` and no manifest is
-written (the shard files already written stay on disk).
+The build uses ordinary tasks, not pinned to workers (Dask never wakes a
+``no-worker`` task restricted to a dead worker). The scheduler reruns a task
+whose worker died when its input can be re-read (memmap, dask array); rows
+given in memory are scattered from the client and, when lost with their
+worker, scattered again and the task resubmitted (``retries``). The whole build
+is bounded by ``timeout`` (default 3600 s), and a cluster without any worker
+for 60 s fails it. A shard whose build still fails raises :class:`ShardError`
+naming the cause and no manifest is written (the shard files already written
+stay on disk).
 """
 from __future__ import annotations
 
@@ -110,6 +116,7 @@ import threading
 import time
 import uuid
 import warnings
+from concurrent.futures import CancelledError as _CancelledError
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -147,6 +154,12 @@ _BINARY = ("binary", "ubinary")
 # Testing seam: when set in a worker process, called as hook(shard_index, method)
 # before every shard call (the tests use it to kill a worker mid-query).
 _SHARD_CALL_HOOK: Optional[Callable[[int, str], None]] = None
+# Testing seam: when set in a worker process, called as hook(shard_index, what) at
+# the start of every build task ("ranges" or "build"; the tests kill a worker there).
+_BUILD_TASK_HOOK: Optional[Callable[[int, str], None]] = None
+# A build fails (ShardError naming the cause) when the cluster has had no worker at all for
+# this many seconds: nothing can run, and a dead cluster must not hang the build until the timeout.
+_NO_WORKER_GRACE = 60.0
 
 
 # ---------------------------------------------------------------------- errors
@@ -737,10 +750,12 @@ def _open_rows(rows: Any) -> Any:
     return rows.open() if isinstance(rows, (_MemmapRows, _DaskRows)) else rows
 
 
-def _minmax_task(rows: Any, start: int, chunk_size: int, threads: int) -> Optional[np.ndarray]:
+def _minmax_task(shard: int, rows: Any, start: int, chunk_size: int, threads: int) -> Optional[np.ndarray]:
     """float32 (2, d) min/max of a shard's rows (None when empty); exact, so
     combining shards with np.minimum/np.maximum gives calibration_ranges of
     the whole matrix."""
+    if _BUILD_TASK_HOOK is not None:
+        _BUILD_TASK_HOOK(shard, "ranges")
     x = _open_rows(rows)
     n = x.shape[0]
     out = None
@@ -758,10 +773,13 @@ def _minmax_task(rows: Any, start: int, chunk_size: int, threads: int) -> Option
     return out
 
 
-def _build_shard_task(rows: Any, path: str, kind: str, precision: str, dim: int, ranges: Optional[np.ndarray],
-                      ids: Optional[np.ndarray], chunk_size: int, threads: int,
+def _build_shard_task(shard: int, rows: Any, path: str, kind: str, precision: str, dim: int,
+                      ranges: Optional[np.ndarray], ids: Optional[np.ndarray], chunk_size: int, threads: int,
                       rescore_precision: str) -> Dict[str, int]:
-    """Write one shard file (streams chunk by chunk); returns its count and size."""
+    """Write one shard file (streams chunk by chunk; atomically replaced, so a
+    rerun after a worker death rewrites it whole); returns count, size, crc."""
+    if _BUILD_TASK_HOOK is not None:
+        _BUILD_TASK_HOOK(shard, "build")
     x = _open_rows(rows)
     n = int(x.shape[0])
     if kind == "pipeline":
@@ -923,6 +941,42 @@ def _warn_float_alignment(counts: Sequence[int]) -> None:
             UserWarning, stacklevel=3)
 
 
+def _check_timeout(timeout: Any) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, (int, float, np.integer, np.floating)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+    if not timeout > 0:  # also NaN
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_retries(retries: Any) -> int:
+    if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)):
+        raise TypeError(f"retries must be an int >= 0, got {type(retries).__name__} {retries!r}")
+    if retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries}")
+    return int(retries)
+
+
+def _task_states(client: Client, futs: Sequence[Any]) -> str:
+    """'shard-key: state' of the given futures on the scheduler (best effort, for error messages)."""
+    if not futs:
+        return ""
+    keys = [f.key for f in futs]
+    try:
+        st = client.run_on_scheduler(
+            lambda dask_scheduler, keys=keys: {k: (dask_scheduler.tasks[k].state if k in dask_scheduler.tasks
+                                                   else "forgotten") for k in keys})
+    except Exception:  # pragma: no cover - the scheduler is gone too
+        return "scheduler unreachable"
+    by_state: Dict[str, int] = {}
+    for v in st.values():
+        by_state[v] = by_state.get(v, 0) + 1
+    hint = {"no-worker": " (no worker can run them)", "processing": " (running)", "queued": " (queued)"}
+    return ", ".join(f"{c} {k}{hint.get(k, '')}" for k, c in sorted(by_state.items()))
+
+
 def _deterministic(exc: BaseException) -> bool:
     """Errors that a retry cannot fix (bad input, file/manifest mismatch)."""
     return isinstance(exc, (ValueError, TypeError))
@@ -996,7 +1050,8 @@ def build_sharded(
     chunk_size: int = 65536,
     threads: int = 1,
     overwrite: bool = False,
-    timeout: Optional[float] = None,
+    timeout: Optional[float] = 3600.0,
+    retries: int = 2,
 ) -> "ShardedIndex":
     """Quantize a large matrix into shard files in parallel on a Dask cluster.
 
@@ -1050,8 +1105,23 @@ def build_sharded(
         Replace an existing manifest in ``directory`` (the old manifest is
         removed first, so a failed rebuild never leaves a manifest pointing at
         half-rebuilt shards).
-    timeout : float, optional
-        Seconds to wait for the shard actors when opening the result.
+    timeout : float or None
+        Seconds the whole build may take (ranges pass, shard files, manifest
+        and opening the result); default 3600. ``None``: no limit. When it
+        expires the build raises :class:`ShardError` naming the shards that
+        had not finished and what they were waiting for. Independently of it,
+        a cluster with no worker at all for 60 s fails the build.
+    retries : int
+        Times a shard's task is resubmitted after a failure that a new attempt
+        may fix (default 2): its in-memory rows lost with a dead worker (they
+        are scattered again from the client), the task cancelled, or an
+        exception other than ``ValueError``/``TypeError``. Worker deaths
+        during a task whose input can be re-read (memmap, dask array, rows
+        still held by a live worker) are rerun by the scheduler itself and
+        do not count, up to Dask's ``distributed.scheduler.allowed-failures``
+        (default 3); beyond that Dask gives up on the task (``KilledWorker``:
+        the task itself probably kills its worker, e.g. out of memory) and
+        the build fails with that cause, without resubmitting.
 
     Returns
     -------
@@ -1066,9 +1136,15 @@ def build_sharded(
     FileExistsError
         ``directory`` already holds a manifest and ``overwrite`` is False.
     ShardError
-        A shard's build task failed for another reason (e.g. its worker died
-        repeatedly).
+        A shard's build task failed for another reason, naming the shard and
+        the cause: it killed its worker repeatedly (``KilledWorker``), its
+        in-memory rows were lost more than ``retries`` times, the cluster had
+        no workers for 60 s, or ``timeout`` expired.
     """
+    timeout = _check_timeout(timeout)
+    retries = _check_retries(retries)
+    t_start = time.monotonic()
+    deadline = None if timeout is None else t_start + timeout
     client = _get_client(client)
     if not isinstance(rescore, (bool, np.bool_)):
         raise TypeError(f"rescore must be a bool, got {type(rescore).__name__}")
@@ -1171,6 +1247,8 @@ def build_sharded(
     workers = _live_workers(client)
     place = _place(sizes, workers)
     mm = _memmap_source(x) if not is_dask else None
+    in_memory = not is_dask and mm is None
+    S = len(sizes)
     sources: List[Any] = []
     for j, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
         s, e = int(s), int(e)
@@ -1181,40 +1259,126 @@ def build_sharded(
             sources.append(_DaskRows(part))
         elif mm is not None:
             sources.append(_MemmapRows(mm[0], mm[1] + s * width * dt.itemsize, dt, (e - s, width)))
-        else:
+        else:  # spread over the workers; the tasks then run where their rows are
             sources.append(client.scatter(np.ascontiguousarray(x[s:e]), workers=[place[j]], hash=False))
     token = uuid.uuid4().hex[:12]
-    paths = [os.path.join(directory, f"shard-{j:05d}.qlx") for j in range(len(sizes))]
+    paths = [os.path.join(directory, f"shard-{j:05d}.qlx") for j in range(S)]
+
+    def left() -> Optional[float]:
+        return None if deadline is None else deadline - time.monotonic()
 
     def run(fn, what: str, args_of) -> List[Any]:
-        futs = [client.submit(fn, *args_of(j), key=f"quantlib-{what}-{token}-{j}", workers=[place[j]],
-                              allow_other_workers=True, pure=False) for j in range(len(sizes))]
-        index_of = {f.key: j for j, f in enumerate(futs)}
-        out: List[Any] = [None] * len(futs)
+        """Run fn for every shard; resubmit what a new attempt can fix; bounded by the deadline.
+
+        Tasks are not pinned to workers: Dask never wakes a ``no-worker`` task restricted to a
+        dead worker when another worker joins, even with ``allow_other_workers`` (a 1-worker
+        cluster whose worker restarted hung forever). In-memory rows are scattered, and a task
+        runs where its rows are."""
+        futs: Dict[int, Any] = {}
+        attempts = [0] * S
+        causes: Dict[int, BaseException] = {}
+        resubmit: List[int] = list(range(S))
+        out: List[Any] = [None] * S
+        no_worker_since: Optional[float] = None
+
+        def fail(j: int, cause: BaseException):
+            err = ShardError(j, paths[j], cause, max(attempts[j], 1), what=what)
+            err.__cause__ = cause
+            return err
+
         try:
-            for f in _dd.as_completed(futs):
-                j = index_of[f.key]
-                if f.status != "finished":
+            while resubmit or futs:
+                rem = left()
+                if rem is not None and rem <= 0:
+                    pend = sorted(set(futs) | set(resubmit))
+                    states = _task_states(client, [futs[j] for j in pend if j in futs])
+                    raise fail(pend[0], TimeoutError(
+                        f"build_sharded did not finish within timeout={timeout:g} s: shard(s) {pend[:8]} of {S} "
+                        f"unfinished ({states or 'waiting to be resubmitted'}); pass a larger timeout= "
+                        "(or None) for a larger build"))
+                for j in list(resubmit):
+                    if in_memory and (sources[j].status != "finished"):
+                        try:  # the rows were lost with their worker: the client still has them
+                            sources[j] = client.scatter(np.ascontiguousarray(x[int(starts[j]):int(starts[j + 1])]),
+                                                        hash=False, timeout=max(0.1, min(2.0, rem or 2.0)))
+                        except (TimeoutError, OSError):
+                            break  # no worker to receive them yet: try again on the next turn
+                    attempts[j] += 1
+                    futs[j] = client.submit(fn, *args_of(j), key=f"quantlib-{what}-{token}-{j}-{attempts[j]}",
+                                            pure=False)
+                    resubmit.remove(j)
+                if futs:
                     try:
-                        exc = f.exception()
-                    except BaseException as e:  # cancelled
-                        exc = e
-                    if _deterministic(exc):
+                        _dd.wait(list(futs.values()), timeout=max(0.05, min(1.0, rem if rem is not None else 1.0)),
+                                 return_when="FIRST_COMPLETED")
+                    except (TimeoutError, _CancelledError):  # cancelled/lost tasks are handled just below
+                        pass
+                else:
+                    time.sleep(0.2)
+                for j, f in sorted(futs.items()):
+                    st = f.status
+                    if st == "pending":
+                        continue
+                    del futs[j]
+                    if st == "finished":
+                        try:
+                            out[j] = f.result()
+                        except _CancelledError:  # its result was lost with its worker before we fetched it
+                            st = "lost"
+                        else:
+                            if what == "build" and cb is not None:
+                                done[0] += sizes[j]
+                                cb(done[0], n)
+                            continue
+                    exc: Optional[BaseException] = None
+                    if st == "error":
+                        try:
+                            exc = f.exception()
+                        except BaseException as e:  # pragma: no cover
+                            exc = e
+                    if exc is not None and _deterministic(exc):
                         raise exc
-                    raise ShardError(j, paths[j], exc, what=what) from exc
-                out[j] = f.result()
-                if what == "build" and cb is not None:
-                    done[0] += sizes[j]
-                    cb(done[0], n)
+                    if isinstance(exc, _dd.KilledWorker):
+                        deaths = getattr(exc, "allowed_failures", None)
+                        raise fail(j, RuntimeError(
+                            f"the task's worker died {'' if deaths is None else f'{deaths + 1} time(s) '}while "
+                            f"running it, so Dask gave up on it ({type(exc).__name__}; see Dask's "
+                            "distributed.scheduler.allowed-failures): the task probably kills its worker (out of "
+                            "memory? a crash in native code?)"))
+                    if exc is None:  # cancelled / lost: say why
+                        if in_memory and sources[j].status != "finished":
+                            exc = RuntimeError(f"its in-memory rows, scattered to a worker, were lost when that "
+                                               f"worker died (task {st})")
+                        else:
+                            exc = RuntimeError(f"the task was {st} by the cluster (its worker died, or the "
+                                               "scheduler or another client cancelled it)")
+                    causes[j] = exc
+                    if attempts[j] > retries:
+                        raise fail(j, exc)
+                    resubmit.append(j)
+                if not futs and not resubmit:
+                    break
+                if _live_workers(client):
+                    no_worker_since = None
+                else:
+                    now = time.monotonic()
+                    no_worker_since = no_worker_since or now
+                    if now - no_worker_since > _NO_WORKER_GRACE:
+                        pend = sorted(set(futs) | set(resubmit))
+                        raise fail(pend[0], RuntimeError(
+                            f"the Dask cluster has had no workers for {_NO_WORKER_GRACE:g} s (all workers died and "
+                            f"none came back); shard(s) {pend[:8]} unfinished"))
         finally:
-            client.cancel([f for f in futs if not f.done()])
+            pend = [f for f in futs.values() if not f.done()]
+            if pend:
+                client.cancel(pend)
         return out
 
     cb, bar = None, None
     done = [0]
     if r is None and needs_ranges:
         parts = [p for p in run(_minmax_task, "ranges",
-                                lambda j: (sources[j], int(starts[j]), chunk_size, threads)) if p is not None]
+                                lambda j: (j, sources[j], int(starts[j]), chunk_size, threads)) if p is not None]
         r = parts[0].copy()
         for p in parts[1:]:
             np.minimum(r[0], p[0], out=r[0])
@@ -1227,7 +1391,7 @@ def build_sharded(
     cb, bar = _progress_callback(progress, n)
     try:
         results = run(_build_shard_task, "build", lambda j: (
-            sources[j], paths[j], kind, precision, dim, r, None if id_arr is None else
+            j, sources[j], paths[j], kind, precision, dim, r, None if id_arr is None else
             id_arr[int(starts[j]):int(starts[j + 1])], chunk_size, threads, rescore_precision))
     finally:
         if bar is not None:
@@ -1237,7 +1401,12 @@ def build_sharded(
     m = Manifest(kind, precision, dim, n, id_arr is not None, shards, r,
                  rescore_precision if rescore else None, mpath)
     _write_json_atomic(mpath, m.to_json(directory))
-    return open_sharded(mpath, client, timeout=timeout)
+    rem = left()
+    if rem is not None and rem <= 0:
+        raise ShardError(0, paths[0], TimeoutError(
+            f"build_sharded wrote every shard and the manifest ({mpath}) but timeout={timeout:g} s expired before "
+            "the result could be opened: open it with open_sharded"), what="open")
+    return open_sharded(mpath, client, timeout=rem)
 
 
 # ---------------------------------------------------------------------- open
@@ -1311,11 +1480,13 @@ class ShardedIndex:
         self._closed = False
         if manifest.kind == "index":
             self._template = Index(manifest.dim, manifest.precision, manifest.ranges)
+        deadline = None if timeout is None else time.monotonic() + timeout  # for all the actors together
         place = _place([s.count for s in manifest.shards], _live_workers(client))
         futs = [self._submit_actor(i, place[i]) for i in range(len(manifest.shards))]
         try:
             for i, f in enumerate(futs):
-                self._servers[i] = self._finish_actor(i, f, timeout)
+                rem = None if deadline is None else max(0.001, deadline - time.monotonic())
+                self._servers[i] = self._finish_actor(i, f, rem)
         except BaseException:
             self.close()
             try:
@@ -1569,18 +1740,9 @@ class ShardedIndex:
         if self._closed:
             raise RuntimeError("this ShardedIndex is closed")
         k = check_k(k)
-        if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)):
-            raise TypeError(f"retries must be an int >= 0, got {type(retries).__name__} {retries!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries}")
+        retries = _check_retries(retries)
         threads = check_k(threads, "threads")
-        if timeout is not None:
-            if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, (int, float, np.integer,
-                                                                                  np.floating)):
-                raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
-            if not timeout > 0:
-                raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-            timeout = float(timeout)
+        timeout = _check_timeout(timeout)
         if not isinstance(allow_partial, (bool, np.bool_)):
             raise TypeError(f"allow_partial must be a bool, got {type(allow_partial).__name__}")
         if stats is not None and not isinstance(stats, dict):

@@ -728,6 +728,11 @@ def test_non_finite_queries_raise_value_error_before_any_round(built, hook, bad,
     (dict(dim=30), ValueError, "dim=30 but data have 24 columns"),
     (dict(client="tcp://x"), TypeError, "client must be a distributed.Client"),
     (dict(chunk_size=0), ValueError, "chunk_size must be >= 1"),
+    (dict(timeout=0), ValueError, "timeout must be a positive number of seconds or None, got 0"),
+    (dict(timeout=float("nan")), ValueError, "timeout must be a positive number"),
+    (dict(timeout="1h"), TypeError, "timeout must be a number of seconds or None, got str"),
+    (dict(retries=-1), ValueError, "retries must be an int >= 0, got -1"),
+    (dict(retries=1.0), TypeError, "retries must be an int >= 0, got float"),
 ])
 def test_build_argument_errors(client, tmp_path, kwargs, exc, match):
     kwargs.setdefault("client", client)
@@ -839,3 +844,138 @@ def test_killed_worker_process(tmp_path):
         assert answered[:, 0].all() and not answered[:, 1].any()
         _eq((v, i), first.search(q, 5))  # exactly the top 5 of shard 0's rows
         sh.close()
+
+
+# --------------------------------------------------------------------------- worker deaths during a build (issue 20 item 5)
+def _install_build_killer(marker, shard, what):
+    """Worker side: the first build task of (shard, what) to start kills its
+    worker process (once: a marker file)."""
+    import os as _os
+
+    import quantlib.distributed as _qd
+
+    def die_once(i, w):
+        if i == shard and w == what:
+            try:
+                _os.close(_os.open(marker, _os.O_CREAT | _os.O_EXCL | _os.O_WRONLY))
+            except FileExistsError:
+                return
+            _os._exit(17)
+
+    _qd._BUILD_TASK_HOOK = die_once
+
+
+def _proc_cluster(n):
+    return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                    worker_dashboard_address=None, silence_logs=logging.CRITICAL)
+
+
+def _no_restart(dask_worker):
+    dask_worker.close_gracefully()  # run on the nanny: it will not restart its worker
+
+
+def _arm(c, n, marker, shard, what, restart=True):
+    c.wait_for_workers(n, timeout=60)  # the nanny restarts a killed worker
+    c.run(_install_build_killer, str(marker), shard, what)
+    if not restart:
+        c.run(_no_restart, nanny=True)
+
+
+def _npy(tmp_path, x):
+    np.save(tmp_path / "x.npy", x)
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
+
+
+def _check_index_build(sh, precision, x=X):
+    single = Index(DIM, precision, ranges=sh.ranges)
+    single.add(x)
+    _eq(sh.search(_queries(x), 7), single.search(_queries(x), 7))
+
+
+def test_build_survives_worker_deaths_one_worker(tmp_path, monkeypatch):
+    """1 worker: its death leaves no live worker until the nanny restarts it.
+    Before: memmap input hung forever (tasks pinned to the dead worker stayed
+    'no-worker'); in-memory input failed with 'ShardError ... NoneType: None'."""
+    import time
+
+    mm = _npy(tmp_path, X)
+    with _proc_cluster(1) as cluster, distributed.Client(cluster) as c:
+        # memmap input, the worker dies in the middle of shard 1's build task -> rerun, exact result
+        _arm(c, 1, tmp_path / "k1", 1, "build")
+        with build_sharded(mm, tmp_path / "a", n_shards=3, precision="int8", client=c, timeout=60) as sh:
+            _check_index_build(sh, "int8")
+        assert (tmp_path / "k1").exists()
+        # in-memory input, death during the ranges pass: the lost rows are scattered again
+        _arm(c, 1, tmp_path / "k2", 0, "ranges")
+        with build_sharded(X, tmp_path / "b", n_shards=2, rescore=True, client=c, timeout=60) as sh:
+            single = RescorePipeline.build(X, tmp_path / "single.qlx")
+            _eq(sh.search(_queries(X), 5), single.search(_queries(X), 5))
+        assert (tmp_path / "k2").exists()
+        # a task that kills its worker every time: Dask gives up (KilledWorker) -> clear error, no manifest
+        _arm(c, 1, tmp_path / "k3", 1, "build")
+        c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 0))
+        # (any shard: every task processing on a worker that dies counts the death)
+        with pytest.raises(ShardError, match=r"shard [01] .*failed to build .*worker died 1 time\(s\) while running "
+                                             r"it, so Dask gave up on it \(KilledWorker"):
+            build_sharded(mm, tmp_path / "c", n_shards=2, precision="ubinary", client=c, timeout=60)
+        assert not (tmp_path / "c" / "manifest.json").exists()
+        c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 3))
+        # the only worker dies for good (its nanny does not restart it): a clear error, long before the timeout
+        monkeypatch.setattr(qd, "_NO_WORKER_GRACE", 1.0)
+        _arm(c, 1, tmp_path / "k4", 0, "build", restart=False)
+        t0 = time.monotonic()
+        with pytest.raises(ShardError, match=r"failed to build .*the Dask cluster has had no workers for 1 s"):
+            build_sharded(X, tmp_path / "d", n_shards=2, precision="ubinary", client=c, timeout=60)
+        assert time.monotonic() - t0 < 30
+        assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_build_survives_worker_deaths_two_workers(tmp_path):
+    mm = _npy(tmp_path, X)
+    with _proc_cluster(2) as cluster, distributed.Client(cluster) as c:
+        # in-memory input: the dead worker held shard 1's rows -> scattered again, rebuilt elsewhere
+        _arm(c, 2, tmp_path / "k1", 1, "build")
+        with build_sharded(X, tmp_path / "a", n_shards=2, precision="uint8", client=c, timeout=60) as sh:
+            _check_index_build(sh, "uint8")
+        assert (tmp_path / "k1").exists()
+        # memmap input, death during the ranges pass
+        _arm(c, 2, tmp_path / "k2", 0, "ranges")
+        with build_sharded(mm, tmp_path / "b", n_shards=4, precision="int8", client=c, timeout=60) as sh:
+            _check_index_build(sh, "int8")
+        assert (tmp_path / "k2").exists()
+        # the files are those of a build without deaths
+        with build_sharded(mm, tmp_path / "ref", n_shards=4, precision="int8", client=c) as ref:
+            assert [open(s.path, "rb").read() for s in ref.shards] == \
+                [open(tmp_path / "b" / f"shard-{j:05d}.qlx", "rb").read() for j in range(4)]
+        # retries=0: lost in-memory rows are not resubmitted -> an error that names the cause
+        _arm(c, 2, tmp_path / "k3", 1, "build")
+        with pytest.raises(ShardError, match=r"shard 1 .*failed to build .*in-memory rows, scattered to a worker, "
+                                             r"were lost when that worker died"):
+            build_sharded(X, tmp_path / "c", n_shards=2, client=c, retries=0, timeout=60)
+        assert not (tmp_path / "c" / "manifest.json").exists()
+
+
+def test_build_timeout(client, tmp_path):
+    """The whole build is bounded by ``timeout``: a stuck task gives a
+    ShardError naming the unfinished shards within about the timeout."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def stuck(i, what):
+        if i == 1 and what == "build":
+            release.wait(30)
+
+    qd._BUILD_TASK_HOOK = stuck  # in-process workers share the module
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ShardError, match=r"shard 1 .*failed to build .*TimeoutError: build_sharded did not "
+                                             r"finish within timeout=1\.5 s: shard\(s\) \[1\] of 2 unfinished "
+                                             r"\(1 processing \(running\)\)") as ei:
+            build_sharded(X, tmp_path, n_shards=2, client=client, timeout=1.5)
+        assert 1.5 <= time.monotonic() - t0 < 5 and isinstance(ei.value.cause, TimeoutError)
+        assert not (tmp_path / "manifest.json").exists()
+    finally:
+        release.set()
+        qd._BUILD_TASK_HOOK = None
