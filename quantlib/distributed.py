@@ -993,8 +993,8 @@ def _check_finite_queries(raw: Any, q: np.ndarray) -> None:
     src = src.reshape(q.shape) if src.size == q.size else None
     if src is not None and src.dtype.kind in "fiu" and np.isfinite(src[pos]):
         raise ValueError(f"queries contain finite values too large for float32 (first at index {pos}: "
-                         f"{src[pos]!r} overflows to inf)")
-    raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {q[pos]!r})")
+                         f"{float(src[pos])!r} overflows to inf)")
+    raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {float(q[pos])!r})")
 
 
 def _is_dask_array(x: Any) -> bool:
@@ -1443,13 +1443,23 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
     ShardError
         A worker could not open its shard.
     """
+    if not isinstance(check_files, (bool, np.bool_)):
+        raise TypeError(f"check_files must be a bool, got {type(check_files).__name__}")
+    timeout = _check_timeout(timeout)
+    m = _checked_manifest(path, bool(check_files))
+    return ShardedIndex(m, _get_client(client), timeout=timeout)
+
+
+def _checked_manifest(path: Union[str, os.PathLike], check_files: bool) -> Manifest:
+    """Everything :func:`open_sharded` checks before it starts the actors (no
+    cluster needed; the manifest fuzzer drives this)."""
     m = read_manifest(path)
     for i, s in enumerate(m.shards):
         if s.crc32 is None:
             raise _no_crc_error(f"shard {i} ({s.path})", m.path)
     if check_files:
         _check_files(m)
-    return ShardedIndex(m, _get_client(client), timeout=timeout)
+    return m
 
 
 @dataclass
@@ -1772,7 +1782,8 @@ class ShardedIndex:
             q2 = np.ascontiguousarray(q2)
             if not np.isfinite(q2).all():
                 pos = tuple(int(v) for v in np.argwhere(~np.isfinite(q2))[0])
-                raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {q2[pos]!r})")
+                raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: "
+                                 f"{float(q2[pos])!r})")
             vals, ids, answered = self._search_pipeline(q2, k, mult, rescore_mode, retries, timeout, threads,
                                                         allow_partial, st)
         st["failed_shards"] = [i for i in range(S) if answered.shape[0] and not answered[0, i]]
