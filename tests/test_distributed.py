@@ -845,6 +845,15 @@ def test_killed_worker_process(tmp_path):
         _eq((v, i), first.search(q, 5))  # exactly the top 5 of shard 0's rows
         sh.close()
 
+        # issue 20 item 4: the actor re-created after the death reopens shard 1's path, which now holds
+        # shard 0's file (equal size): it must refuse it, and the search fail with that cause
+        sh, marker = scenario("swapped")
+        _swap(tmp_path / "s" / "shard-00000.qlx", tmp_path / "s" / "shard-00001.qlx")
+        with pytest.raises(ShardError, match=r"shard 1 .*content checksum") as ei:
+            sh.search(q, 5, retries=2)
+        assert isinstance(ei.value.cause, ManifestError) and os.path.exists(marker)
+        sh.close()
+
 
 # --------------------------------------------------------------------------- worker deaths during a build (issue 20 item 5)
 def _install_build_killer(marker, shard, what):
