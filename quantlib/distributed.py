@@ -1245,7 +1245,7 @@ def build_sharded(
         os.remove(mpath)
 
     workers = _live_workers(client)
-    place = _place(sizes, workers)
+    place: List[Optional[str]] = list(_place(sizes, workers)) if workers else [None] * len(sizes)
     mm = _memmap_source(x) if not is_dask else None
     in_memory = not is_dask and mm is None
     S = len(sizes)
@@ -1259,8 +1259,8 @@ def build_sharded(
             sources.append(_DaskRows(part))
         elif mm is not None:
             sources.append(_MemmapRows(mm[0], mm[1] + s * width * dt.itemsize, dt, (e - s, width)))
-        else:  # spread over the workers; the tasks then run where their rows are
-            sources.append(client.scatter(np.ascontiguousarray(x[s:e]), workers=[place[j]], hash=False))
+        else:  # scattered by run() (spread over the workers); the tasks then run where their rows are
+            sources.append(None)
     token = uuid.uuid4().hex[:12]
     paths = [os.path.join(directory, f"shard-{j:05d}.qlx") for j in range(S)]
 
@@ -1297,10 +1297,16 @@ def build_sharded(
                         f"unfinished ({states or 'waiting to be resubmitted'}); pass a larger timeout= "
                         "(or None) for a larger build"))
                 for j in list(resubmit):
-                    if in_memory and (sources[j].status != "finished"):
-                        try:  # the rows were lost with their worker: the client still has them
+                    if in_memory and (sources[j] is None or sources[j].status != "finished"):
+                        # first time, or the rows were lost with their worker: the client still has them
+                        live = _live_workers(client)
+                        if not live:
+                            break  # no worker to receive them yet: try again on the next turn
+                        to = [place[j]] if sources[j] is None and place[j] in live else None
+                        try:
                             sources[j] = client.scatter(np.ascontiguousarray(x[int(starts[j]):int(starts[j + 1])]),
-                                                        hash=False, timeout=max(0.1, min(2.0, rem or 2.0)))
+                                                        workers=to, hash=False,
+                                                        timeout=max(0.1, min(2.0, rem if rem is not None else 2.0)))
                         except (TimeoutError, OSError):
                             break  # no worker to receive them yet: try again on the next turn
                     attempts[j] += 1
@@ -1346,7 +1352,7 @@ def build_sharded(
                             "distributed.scheduler.allowed-failures): the task probably kills its worker (out of "
                             "memory? a crash in native code?)"))
                     if exc is None:  # cancelled / lost: say why
-                        if in_memory and sources[j].status != "finished":
+                        if in_memory and (sources[j] is None or sources[j].status != "finished"):
                             exc = RuntimeError(f"its in-memory rows, scattered to a worker, were lost when that "
                                                f"worker died (task {st})")
                         else:
@@ -1429,7 +1435,8 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
         loaded is the one it checked; turn this off when the client cannot
         see the workers' filesystem.
     timeout : float, optional
-        Seconds to wait for the actors to open their shards.
+        Seconds to wait for the actors to open their shards (all of them
+        together; a worker that died meanwhile cannot hang the open).
 
     Raises
     ------

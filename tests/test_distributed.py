@@ -988,3 +988,18 @@ def test_build_timeout(client, tmp_path):
     finally:
         release.set()
         qd._BUILD_TASK_HOOK = None
+
+
+def test_build_on_a_cluster_without_workers(tmp_path, monkeypatch):
+    """No worker at all (e.g. all died, or an adaptive cluster that never
+    scales up): a ShardError after the no-worker grace period, not a hang."""
+    import time
+
+    monkeypatch.setattr(qd, "_NO_WORKER_GRACE", 0.5)
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
+                                  silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as c:
+        for data in (X, _npy(tmp_path, X)):  # in-memory (nowhere to scatter) and memmap (tasks wait)
+            t0 = time.monotonic()
+            with pytest.raises(ShardError, match="the Dask cluster has had no workers for 0.5 s"):
+                build_sharded(data, tmp_path / "s", n_shards=2, client=c, timeout=30)
+            assert time.monotonic() - t0 < 10
