@@ -730,11 +730,11 @@ dcase(F, "shard_paths [3]", lambda: wm([3], _TMP), Raises(TypeError, r"shard_pat
 F = "ShardedIndex.search"
 Q = X[:2].astype(np.float64)
 dcase(F, "NaN queries (float32 shards)", lambda: _dist("f32").search(with_nan(Q), 3),
-     Raises(ValueError, r"queries contain NaN or infinite values \(first at index \(1, 3\)"))
+     Raises(ValueError, r"queries contains? NaN or infinite values \(first (at index \(1, 3\)|in row 1)"))
 dcase(F, "+inf queries (float32 shards)", lambda: _dist("f32").search(with_inf(Q), 3),
-     Raises(ValueError, "queries contain NaN or infinite values"))
+     Raises(ValueError, "queries contains? NaN or infinite values"))
 dcase(F, "float64 1e300 queries (float32 shards)", lambda: _dist("f32").search(np.where(np.arange(16) == 3, 1e300, Q), 3),
-     Raises(ValueError, "queries contain finite values too large for float32"))
+     Raises(ValueError, "queries contains? (finite values too large for|values that overflow) float32"))
 dcase(F, "NaN queries (pipeline shards)", lambda: _dist("pipe").search(with_nan(Q), 3),
      Raises(ValueError, "queries contain NaN or infinite values"))
 dcase(F, "int8 queries (pipeline shards)", lambda: _dist("pipe").search(I8, 3),
