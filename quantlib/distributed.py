@@ -527,6 +527,9 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, 
         raise ManifestError(f"{where}: {exc}") from exc
     except OSError as exc:
         raise ManifestError(f"{where}: cannot read the file ({_os_reason(exc)})") from None
+    hc = getattr(h, "header_crc", None)  # the CRC of the header read_header validated, where it reports it
+    if hc is not None and hc != crc:
+        raise ManifestError(f"{where}: the file was replaced while it was being checked")
     if crc != shard.crc32:
         raise ManifestError(f"{where}: content checksum 0x{crc or 0:08x} but the manifest records "
                             f"0x{shard.crc32:08x}: the file was replaced or rebuilt after the manifest was written "
