@@ -857,7 +857,7 @@ def test_killed_worker_process(tmp_path):
         sh.close()
 
 
-# --------------------------------------------------------------------------- worker deaths during a build (issue 20 item 5)
+# --------------------------------------------------------------------------- worker deaths in a build (issue 20.5)
 def _install_build_killer(marker, shard, what):
     """Worker side: the first build task of (shard, what) to start kills its
     worker process (once: a marker file)."""
