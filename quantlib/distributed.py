@@ -1283,6 +1283,8 @@ def build_sharded(
         resubmit: List[int] = list(range(S))
         out: List[Any] = [None] * S
         no_worker_since: Optional[float] = None
+        unpinned: set = set()
+        scatter_errors: Dict[int, BaseException] = {}
 
         def fail(j: int, cause: BaseException):
             err = ShardError(j, paths[j], cause, max(attempts[j], 1), what=what)
@@ -1295,6 +1297,11 @@ def build_sharded(
                 if rem is not None and rem <= 0:
                     pend = sorted(set(futs) | set(resubmit))
                     states = _task_states(client, [futs[j] for j in pend if j in futs])
+                    lost = [j for j in pend if j in resubmit and j in scatter_errors]
+                    if lost:
+                        e = scatter_errors[lost[0]]
+                        states = ", ".join(filter(None, [states, f"shard(s) {lost[:8]} could not scatter their rows "
+                                                                 f"({type(e).__name__}: {e})"]))
                     raise fail(pend[0], TimeoutError(
                         f"build_sharded did not finish within timeout={timeout:g} s: shard(s) {pend[:8]} of {S} "
                         f"unfinished ({states or 'waiting to be resubmitted'}); pass a larger timeout= "
@@ -1305,13 +1312,17 @@ def build_sharded(
                         live = _live_workers(client)
                         if not live:
                             break  # no worker to receive them yet: try again on the next turn
-                        to = [place[j]] if sources[j] is None and place[j] in live else None
+                        to = [place[j]] if sources[j] is None and j not in unpinned and place[j] in live else None
                         try:
                             sources[j] = client.scatter(np.ascontiguousarray(x[int(starts[j]):int(starts[j + 1])]),
                                                         workers=to, hash=False,
                                                         timeout=max(0.1, min(2.0, rem if rem is not None else 2.0)))
-                        except (TimeoutError, OSError):
-                            break  # no worker to receive them yet: try again on the next turn
+                        except (TimeoutError, OSError, KeyError) as exc:  # no worker yet (TimeoutError), or
+                            # the chosen worker died meanwhile (KeyError from the scheduler, CommClosedError):
+                            # try again on the next turn, unpinned; the deadline bounds the retries
+                            scatter_errors[j] = exc
+                            unpinned.add(j)
+                            break
                     attempts[j] += 1
                     futs[j] = client.submit(fn, *args_of(j), key=f"quantlib-{what}-{token}-{j}-{attempts[j]}",
                                             pure=False)

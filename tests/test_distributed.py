@@ -1005,3 +1005,23 @@ def test_build_on_a_cluster_without_workers(tmp_path, monkeypatch):
             with pytest.raises(ShardError, match="the Dask cluster has had no workers for 0.5 s"):
                 build_sharded(data, tmp_path / "s", n_shards=2, client=c, timeout=30)
             assert time.monotonic() - t0 < 10
+
+
+def test_build_rescatters_when_the_chosen_worker_vanishes(client, tmp_path, monkeypatch):
+    """The worker picked for a shard's rows can die between the placement and
+    the scatter (the scheduler then raises KeyError for the unknown address):
+    scattered again, unpinned, on the next turn (a flake seen once in the
+    1-worker death test)."""
+    real = client.scatter
+    calls = []
+
+    def flaky(data, **kw):
+        calls.append(kw.get("workers"))
+        if len(calls) == 1:
+            raise KeyError("tcp://127.0.0.1:1")
+        return real(data, **kw)
+
+    monkeypatch.setattr(client, "scatter", flaky)
+    with build_sharded(X, tmp_path, n_shards=2, precision="int8", client=client, timeout=30) as sh:
+        _check_index_build(sh, "int8")
+    assert calls[0] is not None and calls[1] is None and len(calls) == 3  # the retry is unpinned
