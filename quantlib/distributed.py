@@ -3,13 +3,14 @@
 A corpus too large for one machine is split into contiguous **shards**, each an
 ordinary quantlib file (an :class:`~quantlib.Index` or a
 :class:`~quantlib.RescorePipeline`), plus a small JSON **manifest** naming the
-shard files in order with their sizes, global offsets, precision, dimension
-and calibration ranges. Shard ``i`` holds the global rows
+shard files in order with their sizes, content checksums (each file's header
+CRC32), global offsets, precision, dimension and calibration ranges. Shard
+files must lie inside the manifest's directory. Shard ``i`` holds the global rows
 ``[offset_i, offset_i + count_i)``. The files must be readable at the same
 path by the client (it validates them on open, unless ``check_files=False``)
 and by every worker.
 
-Install with ``pip install "quantlib[dask]"``; ``import quantlib`` never
+Install with ``pip install "quantlib-embed[dask]"``; ``import quantlib`` never
 imports Dask.
 
 Usage::
@@ -86,9 +87,15 @@ shard index and file; it never returns a silently partial answer. With
 could not be filled are padded (id ``-1``, value ``-inf``/``+inf``/int32
 extreme, worst for the order).
 
-The build uses ordinary tasks (the scheduler reruns a task whose worker died);
-a shard whose build still fails raises :class:`ShardError` and no manifest is
-written (the shard files already written stay on disk).
+The build uses ordinary tasks, not pinned to workers (Dask never wakes a
+``no-worker`` task restricted to a dead worker). The scheduler reruns a task
+whose worker died when its input can be re-read (memmap, dask array); rows
+given in memory are scattered from the client and, when lost with their
+worker, scattered again and the task resubmitted (``retries``). The whole build
+is bounded by ``timeout`` (default 3600 s), and a cluster without any worker
+for 60 s fails it. A shard whose build still fails raises :class:`ShardError`
+naming the cause and no manifest is written (the shard files already written
+stay on disk).
 """
 from __future__ import annotations
 
@@ -97,17 +104,19 @@ try:
     from distributed import Client
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        'quantlib.distributed needs Dask (dask.distributed): pip install "quantlib[dask]"'
+        'quantlib.distributed needs Dask (dask.distributed): pip install "quantlib-embed[dask]"'
     ) from _exc
 
 import json
 import mmap as _mmap_mod
 import os
 import socket
+import stat as _stat
 import threading
 import time
 import uuid
 import warnings
+from concurrent.futures import CancelledError as _CancelledError
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -118,7 +127,8 @@ from ._format import FormatError
 from ._validate import as_2d, check_k, check_precision, to_numpy
 from .index import Index, _write_index_file, load_index
 from .pipeline import Progress, RescorePipeline, _progress_callback
-from .quantization import _coerce_ranges, calibration_ranges, quantize_embeddings
+from . import _precision as P
+from .quantization import _coerce_ranges, _minmax_ranges, quantize_embeddings
 from .search import _FLOAT_BLOCK, merge_topk
 from .search import rescore as _rescore
 from .search import search as _search
@@ -138,13 +148,21 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "quantlib-sharded"
-_VERSION = (1, 0)
+_VERSION = (1, 1)  # 1.1: shards record "crc32" (their header checksum = content identity)
 _KINDS = ("index", "pipeline")
-_BINARY = ("binary", "ubinary")
+_BINARY = P.where(family="bits")
+_SCALAR = P.where(family="scalar")
+_FIRST_STAGE = P.PRECISIONS["ubinary"]  # the pipeline's in-RAM retrieval codes
 
 # Testing seam: when set in a worker process, called as hook(shard_index, method)
 # before every shard call (the tests use it to kill a worker mid-query).
 _SHARD_CALL_HOOK: Optional[Callable[[int, str], None]] = None
+# Testing seam: when set in a worker process, called as hook(shard_index, what) at
+# the start of every build task ("ranges" or "build"; the tests kill a worker there).
+_BUILD_TASK_HOOK: Optional[Callable[[int, str], None]] = None
+# A build fails (ShardError naming the cause) when the cluster has had no worker at all for
+# this many seconds: nothing can run, and a dead cluster must not hang the build until the timeout.
+_NO_WORKER_GRACE = 60.0
 
 
 # ---------------------------------------------------------------------- errors
@@ -185,12 +203,16 @@ class ManifestError(FormatError):
 # ---------------------------------------------------------------------- manifest
 @dataclass(frozen=True)
 class ShardInfo:
-    """One shard: its file, number of rows, first global row, file size."""
+    """One shard: its file, number of rows, first global row, file size, and
+    content identity ``crc32``: the CRC32 that closes the file's header, which
+    covers every section's CRC32, so it changes whenever any byte of codes,
+    ids or ranges does (``None`` in a manifest written before version 1.1)."""
 
     path: str
     count: int
     offset: int
     nbytes: int
+    crc32: Optional[int] = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,8 +248,8 @@ class Manifest:
             "rescore_precision": self.rescore_precision, "dim": self.dim, "count": self.count,
             "has_ids": self.has_ids,
             "ranges": None if self.ranges is None else np.asarray(self.ranges, np.float64).tolist(),
-            "shards": [{"path": rel(s.path), "count": s.count, "offset": s.offset, "bytes": s.nbytes}
-                       for s in self.shards],
+            "shards": [{"path": rel(s.path), "count": s.count, "offset": s.offset, "bytes": s.nbytes,
+                        "crc32": s.crc32} for s in self.shards],
         }
         return json.dumps(doc, indent=1)
 
@@ -237,15 +259,122 @@ def _manifest_path(path: Union[str, os.PathLike]) -> str:
     return os.path.join(p, MANIFEST_NAME) if os.path.isdir(p) else p
 
 
+def _short(v: Any, n: int = 80) -> str:
+    r = repr(v) if not isinstance(v, (list, dict)) or len(v) < 20 else f"<{type(v).__name__} of {len(v)}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def _req(doc: dict, key: str, types, where: str):
     if key not in doc:
         raise ManifestError(f"{where}: missing key {key!r}")
     v = doc[key]
     if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise ManifestError(f"{where}: {key!r} must be {types}, got {v!r}")
+        raise ManifestError(f"{where}: {key!r} must be {types.__name__}, got {v!r}")
     if not isinstance(v, types):
-        raise ManifestError(f"{where}: {key!r} has the wrong type ({type(v).__name__}: {v!r})")
+        raise ManifestError(f"{where}: {key!r} has the wrong type ({type(v).__name__}: {_short(v)}), expected "
+                            f"{types.__name__}")
     return v
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((_stat.S_ISDIR, "a directory"), (_stat.S_ISFIFO, "a FIFO"), (_stat.S_ISSOCK, "a socket"),
+                       (_stat.S_ISCHR, "a character device"), (_stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: str, where: str) -> Tuple[int, os.stat_result]:
+    """Open a regular file for reading without ever blocking: a FIFO, device,
+    socket or directory is refused (stat first, then opened O_NONBLOCK and
+    checked again on the descriptor, so a swap in between cannot hang us)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: file is missing") from None
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EACCES, embedded NUL...
+        raise ManifestError(f"{where}: cannot access the file ({_os_reason(exc)})") from None
+    if not _stat.S_ISREG(st.st_mode):
+        raise ManifestError(f"{where}: is {_file_kind(st.st_mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: file is missing") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{where}: cannot open the file ({_os_reason(exc)})") from None
+    st = os.fstat(fd)
+    if not _stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ManifestError(f"{where}: is {_file_kind(st.st_mode)}, not a regular file")
+    return fd, st
+
+
+_NSEC_AT = F._FIXED.size - 4  # the section count closes the fixed header
+
+
+def _header_crc_fd(fd: int) -> Optional[int]:
+    """The CRC32 stored at the end of a quantlib header (the file's content
+    identity: it covers the header and every section's CRC32), read from an
+    open descriptor; None when the bytes are not even shaped like a header
+    (``read_header`` then says why)."""
+    fixed = os.pread(fd, F._FIXED.size, 0)
+    if len(fixed) < F._FIXED.size:
+        return None
+    nsec = int.from_bytes(fixed[_NSEC_AT:_NSEC_AT + 4], "little")
+    if not 1 <= nsec <= F.MAX_SECTIONS:
+        return None
+    hs = F.header_size(nsec)
+    tail = os.pread(fd, 4, hs - 4)
+    return int.from_bytes(tail, "little") if len(tail) == 4 else None
+
+
+def _shard_identity(path: str, where: str) -> Tuple[int, int, Optional[int]]:
+    """(st_dev, st_ino, header crc) of the regular file at ``path``."""
+    fd, st = _open_regular(path, where)
+    try:
+        return st.st_dev, st.st_ino, _header_crc_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _no_crc_error(where: str, mpath: Optional[str]) -> ManifestError:
+    p = repr(mpath) if mpath else "manifest_path"
+    return ManifestError(
+        f"{where}: the manifest records no content checksum ('crc32'; it was written by a quantlib that did not, "
+        "manifest version 1.0), so a swapped or rebuilt shard file could not be detected. Check that the shard "
+        "files are the right ones, then regenerate the manifest: from quantlib.distributed import read_manifest, "
+        f"write_manifest; write_manifest([s.path for s in read_manifest({p}).shards], {p})")
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _within(path: str, base: str) -> bool:
+    """``path`` is strictly inside directory ``base`` (both normalised)."""
+    try:
+        return path != base and os.path.commonpath([path, base]) == base
+    except ValueError:  # different drives (Windows), mixed absolute/relative
+        return False
+
+
+def _confine(p: str, base: str, where: str) -> str:
+    """Lexical check of a manifest shard path: relative (or absolute) but
+    inside the manifest directory, no NUL, encodable. Returns the absolute,
+    normalised path."""
+    if not p:
+        raise ManifestError(f"{where}: 'path' is empty")
+    if "\0" in p:
+        raise ManifestError(f"{where}: 'path' contains a NUL character")
+    try:
+        os.fsencode(p)
+    except UnicodeError:
+        raise ManifestError(f"{where}: 'path' {p!r} cannot be encoded for the filesystem") from None
+    full = os.path.normpath(p if os.path.isabs(p) else os.path.join(base, p))
+    if not _within(full, base):
+        raise ManifestError(f"{where}: path {p!r} is outside the manifest directory {base} (shard files must be "
+                            "inside the directory that holds the manifest)")
+    return full
 
 
 def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
@@ -253,31 +382,43 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
     the file itself). Checks its structure and internal consistency only; the
     shard files are checked by :func:`open_sharded`.
 
+    Shard paths must lie inside the manifest's directory (relative paths,
+    or absolute ones under it; ``..`` that leaves it is refused) and each
+    file may be listed once.
+
     Raises
     ------
     FileNotFoundError
         No manifest at ``path``.
     ManifestError
-        Not JSON, unknown format/version, missing or mistyped keys, offsets
-        that are not the running sum of the counts, bad ranges.
+        Not a regular file, not JSON, unknown format/version, missing or
+        mistyped keys, offsets that are not the running sum of the counts,
+        bad ranges, a shard path outside the manifest directory, the same
+        shard path listed twice.
     """
     mpath = _manifest_path(path)
-    with open(mpath, "rb") as f:
+    if not os.path.exists(mpath):
+        raise FileNotFoundError(f"no sharded-index manifest at {mpath}")
+    fd, _ = _open_regular(mpath, mpath)
+    with os.fdopen(fd, "rb") as f:
         raw = f.read()
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int digit limit
         raise ManifestError(f"{mpath}: not a JSON manifest: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{mpath}: not a JSON manifest: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise ManifestError(f"{mpath}: not a quantlib sharded-index manifest (format "
-                            f"{doc.get('format') if isinstance(doc, dict) else None!r}, expected {_FORMAT!r})")
+                            f"{doc.get('format') if isinstance(doc, dict) else None!r:.80}, expected {_FORMAT!r})")
     ver = doc.get("version")
-    if not (isinstance(ver, list) and len(ver) == 2 and ver[0] == _VERSION[0]):
-        raise ManifestError(f"{mpath}: manifest version {ver!r} is not supported (this quantlib reads "
+    if not (isinstance(ver, list) and len(ver) == 2 and all(type(v) is int for v in ver) and ver[0] == _VERSION[0]
+            and ver[1] >= 0):
+        raise ManifestError(f"{mpath}: manifest version {ver!r:.80} is not supported (this quantlib reads "
                             f"{_VERSION[0]}.x)")
     kind = _req(doc, "kind", str, mpath)
     if kind not in _KINDS:
-        raise ManifestError(f"{mpath}: kind must be 'index' or 'pipeline', got {kind!r}")
+        raise ManifestError(f"{mpath}: kind must be 'index' or 'pipeline', got {kind!r:.80}")
     precision = _req(doc, "precision", str, mpath)
     try:
         check_precision(precision)
@@ -285,27 +426,31 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
         raise ManifestError(f"{mpath}: {exc}") from None
     rp = doc.get("rescore_precision")
     if kind == "pipeline":
-        if precision != "ubinary" or rp not in ("int8", "uint8"):
+        if precision != _FIRST_STAGE.name or rp not in _SCALAR:
             raise ManifestError(f"{mpath}: a pipeline manifest needs precision 'ubinary' and rescore_precision "
-                                f"'int8' or 'uint8', got {precision!r} / {rp!r}")
+                                f"'int8' or 'uint8', got {precision!r} / {rp!r:.80}")
     elif rp is not None:
         raise ManifestError(f"{mpath}: rescore_precision only applies to kind 'pipeline'")
     dim = _req(doc, "dim", int, mpath)
     count = _req(doc, "count", int, mpath)
     has_ids = _req(doc, "has_ids", bool, mpath)
-    if dim < 1 or dim > F.MAX_DIM or count < 0:
-        raise ManifestError(f"{mpath}: bad dim {dim} or count {count}")
+    if dim < 1 or dim > F.MAX_DIM or count < 0 or count > F.MAX_COUNT:
+        raise ManifestError(f"{mpath}: bad dim {dim} (must be in [1, {F.MAX_DIM}]) or count {count} (must be in "
+                            f"[0, {F.MAX_COUNT}])")
     ranges = doc.get("ranges")
     if ranges is not None:
         try:
             r = np.asarray(ranges, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ManifestError(f"{mpath}: ranges must be a 2 x dim list of numbers") from None
-        if r.shape != (2, dim) or not np.isfinite(r).all():
+        if r.shape != (2, dim):
             raise ManifestError(f"{mpath}: ranges must be a finite 2 x {dim} list, got shape {r.shape}")
-        ranges = r.astype(np.float32)
+        with np.errstate(over="ignore"):
+            ranges = r.astype(np.float32)
+        if not np.isfinite(ranges).all():
+            raise ManifestError(f"{mpath}: ranges must be a finite 2 x {dim} list (finite in float32)")
         ranges.setflags(write=False)
-        if kind == "index" and precision not in ("int8", "uint8"):
+        if kind == "index" and not P.PRECISIONS[precision].needs_ranges:
             raise ManifestError(f"{mpath}: ranges only apply to int8/uint8 indexes, not {precision!r}")
     elif kind == "pipeline":
         raise ManifestError(f"{mpath}: a pipeline manifest must record the calibration ranges")
@@ -314,6 +459,7 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
         raise ManifestError(f"{mpath}: the manifest lists no shards")
     base = os.path.dirname(mpath)
     shards = []
+    seen: Dict[str, int] = {}
     pos = 0
     for i, e in enumerate(entries):
         where = f"{mpath}: shard {i}"
@@ -327,7 +473,16 @@ def read_manifest(path: Union[str, os.PathLike]) -> Manifest:
             raise ManifestError(f"{where}: count and bytes must be >= 0, got {n} and {nb}")
         if off != pos:
             raise ManifestError(f"{where}: offset {off} is not the sum of the previous shards' counts ({pos})")
-        shards.append(ShardInfo(os.path.normpath(os.path.join(base, p)), n, off, nb))
+        crc = e.get("crc32")
+        if crc is not None and (type(crc) is not int or not 0 <= crc < 2 ** 32):
+            raise ManifestError(f"{where}: 'crc32' must be an int in [0, 2**32) or absent, got {_short(crc)}")
+        full = _confine(p, base, where)
+        key = os.path.normcase(full)
+        if key in seen:
+            raise ManifestError(f"{where}: {p!r} is the same file as shard {seen[key]} (each shard file may be "
+                                "listed once)")
+        seen[key] = i
+        shards.append(ShardInfo(full, n, off, nb, crc))
         pos += n
     if pos != count:
         raise ManifestError(f"{mpath}: the shards hold {pos} rows but the manifest says count {count}")
@@ -346,19 +501,43 @@ def _file_ranges(path: str, h: F.Header) -> Optional[np.ndarray]:
     return F.read_section(path, h.sections[F.SEC_RANGES], mmap=False, verify=True)
 
 
-def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> F.Header:
-    """Check one shard file against the manifest; ManifestError naming it."""
+def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> Tuple[F.Header, Tuple[int, int]]:
+    """Check one shard file against the manifest; ManifestError naming it.
+
+    Returns the header and the file's (st_dev, st_ino) identity. The file's
+    content identity (header CRC) is read before and after the checks, so a
+    file replaced in between is reported, not half-checked."""
     where = f"shard {i} ({shard.path})"
-    if not os.path.exists(shard.path):
-        raise ManifestError(f"{where}: file is missing")
-    size = os.path.getsize(shard.path)
-    if size != shard.nbytes:
-        raise ManifestError(f"{where}: file has {size} bytes but the manifest records {shard.nbytes} "
+    if shard.crc32 is None:
+        raise _no_crc_error(where, m.path)
+    if m.path is not None:  # symlinks must not lead out of the manifest directory either
+        base = os.path.dirname(m.path)
+        real, real_base = os.path.realpath(shard.path), os.path.realpath(base)
+        if not _within(real, real_base):
+            raise ManifestError(f"{where}: resolves to {real}, outside the manifest directory {real_base} "
+                                "(a symlink leaving the directory is refused)")
+    fd, st = _open_regular(shard.path, where)
+    try:
+        crc = _header_crc_fd(fd)
+    finally:
+        os.close(fd)
+    if st.st_size != shard.nbytes:
+        raise ManifestError(f"{where}: file has {st.st_size} bytes but the manifest records {shard.nbytes} "
                             "(was the shard rebuilt without rewriting the manifest?)")
     try:
         h = F.read_header(shard.path)
     except FormatError as exc:
         raise ManifestError(f"{where}: {exc}") from exc
+    except OSError as exc:
+        raise ManifestError(f"{where}: cannot read the file ({_os_reason(exc)})") from None
+    hc = getattr(h, "header_crc", None)  # the CRC of the header read_header validated, where it reports it
+    if hc is not None and hc != crc:
+        raise ManifestError(f"{where}: the file was replaced while it was being checked")
+    if crc != shard.crc32:
+        raise ManifestError(f"{where}: content checksum 0x{crc or 0:08x} but the manifest records "
+                            f"0x{shard.crc32:08x}: the file was replaced or rebuilt after the manifest was written "
+                            "(e.g. two shards swapped); rebuild the sharded index, or rewrite the manifest with "
+                            "write_manifest if these are the right files")
     kind = "pipeline" if h.file_kind == F.KIND_PIPELINE else "index"
     if kind != m.kind:
         raise ManifestError(f"{where}: file holds a {F.FILE_KINDS[h.file_kind]} but the manifest is of kind "
@@ -373,14 +552,45 @@ def _check_shard_file(i: int, shard: ShardInfo, m: Manifest) -> F.Header:
         raise ManifestError(f"{where}: {'has' if h.flags & F.FLAG_IDS else 'has no'} ids but the manifest says "
                             f"has_ids={m.has_ids}")
     if m.kind == "pipeline":
-        rp = "int8" if h.sections[F.SEC_RESCORE].dtype == np.int8 else "uint8"
+        rp = P.where(family="scalar", code_dtype=h.sections[F.SEC_RESCORE].dtype)[0]
         if rp != m.rescore_precision:
             raise ManifestError(f"{where}: rescore precision {rp!r} but the manifest says {m.rescore_precision!r}")
-    r = _file_ranges(shard.path, h)
+    try:
+        r = _file_ranges(shard.path, h)
+    except FormatError as exc:
+        raise ManifestError(f"{where}: {exc}") from exc
     if (r is None) != (m.ranges is None) or (r is not None and not np.array_equal(r, m.ranges)):
         raise ManifestError(f"{where}: calibration ranges differ from the manifest's (every shard must be "
                             "quantized with the same ranges for exact results)")
-    return h
+    if _shard_identity(shard.path, where) != (st.st_dev, st.st_ino, crc):
+        raise ManifestError(f"{where}: the file was replaced while it was being checked")
+    return h, (st.st_dev, st.st_ino)
+
+
+def _check_files(m: Manifest) -> None:
+    """The client-side checks of :func:`open_sharded` (no cluster needed):
+    every shard file against the manifest, and no file listed twice under
+    two names (hard link, symlink, case-insensitive filesystem)."""
+    seen: Dict[Tuple[int, int], int] = {}
+
+    def once(i: int, s: ShardInfo, ident: Tuple[int, int]) -> None:
+        j = seen.setdefault(ident, i)
+        if j != i:
+            raise ManifestError(f"shard {i} ({s.path}): is the same file as shard {j} ({m.shards[j].path}) "
+                                "(each shard file may be listed once)")
+
+    base = os.path.realpath(os.path.dirname(m.path)) if m.path is not None else None
+    for i, s in enumerate(m.shards):  # first by identity alone, so a duplicate is named as such
+        if base is None or _within(os.path.realpath(s.path), base):
+            try:
+                st = os.stat(s.path)
+            except (OSError, ValueError):
+                continue  # reported by the full check below
+            once(i, s, (st.st_dev, st.st_ino))
+    seen.clear()
+    for i, s in enumerate(m.shards):
+        _, ident = _check_shard_file(i, s, m)
+        once(i, s, ident)
 
 
 def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
@@ -395,8 +605,10 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
         ``[sum(counts[:i]), sum(counts[:i + 1]))``.
     path : path
         A directory (the manifest is ``path/manifest.json``) or the manifest
-        file name. Written atomically; shard paths inside its directory are
-        stored relative to it.
+        file name. Written atomically. Every shard file must be inside the
+        manifest's directory (or below it): shard paths are stored relative
+        to the manifest, and :func:`read_manifest` refuses paths that leave
+        its directory.
 
     Returns
     -------
@@ -406,34 +618,45 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
     ------
     ManifestError
         The files are not all of one kind, precision, dimension, id presence
-        or rescore precision, or their calibration ranges differ.
+        or rescore precision, or their calibration ranges differ; a file is
+        missing, not a regular file, outside the manifest directory, or
+        listed twice.
     """
-    if isinstance(shard_paths, (str, bytes, os.PathLike)) or not len(shard_paths):
-        raise ValueError("shard_paths must be a non-empty sequence of shard file paths")
+    if isinstance(shard_paths, (str, bytes, os.PathLike)) or not hasattr(shard_paths, "__len__") \
+            or not len(shard_paths):
+        raise ValueError("shard_paths must be a non-empty sequence of shard file paths, got "
+                         f"{type(shard_paths).__name__}")
     mpath = _manifest_path(path)
+    base = os.path.dirname(mpath)
     infos, headers = [], []
     pos = 0
     for i, p in enumerate(shard_paths):
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"shard_paths[{i}] must be a path (str or os.PathLike), got {type(p).__name__}")
         p = os.path.abspath(os.fspath(p))
-        if not os.path.exists(p):
-            raise ManifestError(f"shard {i} ({p}): file is missing")
+        if not _within(p, base):
+            raise ManifestError(f"shard {i} ({p}): is not inside the manifest directory {base} (shard paths are "
+                                "stored relative to the manifest and must stay inside its directory: write the "
+                                "manifest into the directory holding the shards, or a parent of it)")
+        where = f"shard {i} ({p})"
+        dev, ino, crc = _shard_identity(p, where)
         try:
             h = F.read_header(p)
         except FormatError as exc:
-            raise ManifestError(f"shard {i} ({p}): {exc}") from exc
-        infos.append(ShardInfo(p, h.count, pos, os.path.getsize(p)))
+            raise ManifestError(f"{where}: {exc}") from exc
+        size = os.stat(p).st_size
+        infos.append(ShardInfo(p, h.count, pos, size, crc))
         headers.append(h)
         pos += h.count
     h0 = headers[0]
     kind = "pipeline" if h0.file_kind == F.KIND_PIPELINE else "index"
     rp = None
     if kind == "pipeline":
-        rp = "int8" if h0.sections[F.SEC_RESCORE].dtype == np.int8 else "uint8"
+        rp = P.where(family="scalar", code_dtype=h0.sections[F.SEC_RESCORE].dtype)[0]
     m = Manifest(kind, h0.precision, h0.dim, pos, bool(h0.flags & F.FLAG_IDS), tuple(infos),
                  _file_ranges(infos[0].path, h0), rp, mpath)
-    for i, s in enumerate(infos):
-        _check_shard_file(i, s, m)  # the same checks open_sharded makes
-    if m.kind == "index" and m.precision == "float32":
+    _check_files(m)  # the same checks open_sharded makes (and no file listed twice)
+    if m.kind == "index" and P.PRECISIONS[m.precision].is_float:
         _warn_float_alignment([s.count for s in infos])
     _write_json_atomic(mpath, m.to_json(os.path.dirname(mpath)))
     return m
@@ -533,17 +756,19 @@ def _open_rows(rows: Any) -> Any:
     return rows.open() if isinstance(rows, (_MemmapRows, _DaskRows)) else rows
 
 
-def _minmax_task(rows: Any, start: int, chunk_size: int, threads: int) -> Optional[np.ndarray]:
+def _minmax_task(shard: int, rows: Any, start: int, chunk_size: int, threads: int) -> Optional[np.ndarray]:
     """float32 (2, d) min/max of a shard's rows (None when empty); exact, so
     combining shards with np.minimum/np.maximum gives calibration_ranges of
     the whole matrix."""
+    if _BUILD_TASK_HOOK is not None:
+        _BUILD_TASK_HOOK(shard, "ranges")
     x = _open_rows(rows)
     n = x.shape[0]
     out = None
     for s in range(0, n, chunk_size):
         block = np.asarray(x[s: s + chunk_size])
         try:
-            r = calibration_ranges(block, chunk_size=chunk_size, threads=threads)
+            r = _minmax_ranges(block, chunk_size=chunk_size, threads=threads)  # a 1-row block is fine here
         except ValueError as exc:
             raise ValueError(f"data rows [{start + s}, {start + s + len(block)}): {exc}") from None
         if out is None:
@@ -554,10 +779,13 @@ def _minmax_task(rows: Any, start: int, chunk_size: int, threads: int) -> Option
     return out
 
 
-def _build_shard_task(rows: Any, path: str, kind: str, precision: str, dim: int, ranges: Optional[np.ndarray],
-                      ids: Optional[np.ndarray], chunk_size: int, threads: int,
+def _build_shard_task(shard: int, rows: Any, path: str, kind: str, precision: str, dim: int,
+                      ranges: Optional[np.ndarray], ids: Optional[np.ndarray], chunk_size: int, threads: int,
                       rescore_precision: str) -> Dict[str, int]:
-    """Write one shard file (streams chunk by chunk); returns its count and size."""
+    """Write one shard file (streams chunk by chunk; atomically replaced, so a
+    rerun after a worker death rewrites it whole); returns count, size, crc."""
+    if _BUILD_TASK_HOOK is not None:
+        _BUILD_TASK_HOOK(shard, "build")
     x = _open_rows(rows)
     n = int(x.shape[0])
     if kind == "pipeline":
@@ -573,7 +801,8 @@ def _build_shard_task(rows: Any, path: str, kind: str, precision: str, dim: int,
                 yield codes
 
         _write_index_file(path, precision, dim, n, chunks(), ids, ranges)
-    return {"count": n, "bytes": os.path.getsize(path)}
+    _, _, crc = _shard_identity(path, path)
+    return {"count": n, "bytes": os.path.getsize(path), "crc32": crc}
 
 
 # ---------------------------------------------------------------------- the shard actor
@@ -584,8 +813,19 @@ class _ShardServer:
         self.shard = shard
         self.path = info.path
         self.offset = info.offset
+        where = f"shard {shard} ({info.path})"
         _check_shard_file(shard, info, manifest)  # the file this worker sees matches the manifest
         self.obj = load_index(info.path, mmap=True)
+        # The file actually loaded must be the one checked (content identity): load_index reports the
+        # header CRC of the descriptor it read when it can (``_file_crc``); otherwise re-read the header
+        # after loading (the check above read it before).
+        crc = getattr(self.obj, "_file_crc", None)
+        if crc is None:
+            crc = _shard_identity(info.path, where)[2]
+        if crc != info.crc32 or len(self.obj) != info.count:
+            raise ManifestError(f"{where}: the file changed while the shard was being opened (content checksum "
+                                f"0x{crc or 0:08x}, the manifest records 0x{info.crc32:08x}); rebuild the sharded "
+                                "index, or rewrite the manifest with write_manifest if these are the right files")
         self.kind = manifest.kind
         self.pid = os.getpid()
         try:
@@ -623,7 +863,7 @@ class _ShardServer:
         p = self.obj
         if len(p) == 0:
             return np.empty((qb.shape[0], 0), np.int32), np.empty((qb.shape[0], 0), np.int64)
-        d, pos = _search(qb, p.binary_codes, kk, precision="ubinary", threads=threads)
+        d, pos = _search(qb, p.binary_codes, kk, precision=_FIRST_STAGE.name, threads=threads)
         return d, pos + self.offset
 
     def rescore(self, q: np.ndarray, local: np.ndarray, k: int, threads: int):
@@ -643,7 +883,7 @@ class _ShardServer:
         if len(p) == 0:
             return np.empty((q.shape[0], 0), np.float64), np.empty((q.shape[0], 0), np.int64), \
                 (np.empty((q.shape[0], 0), np.int64) if p.ids is not None else None)
-        _, cand = _search(qb, p.binary_codes, top_k * mult, precision="ubinary", threads=threads)
+        _, cand = _search(qb, p.binary_codes, top_k * mult, precision=_FIRST_STAGE.name, threads=threads)
         s, ids = _rescore(q, p.rescore_codes, cand, precision=p.rescore_precision, ranges=p.ranges,
                           k=top_k, threads=threads)
         g, u = self._global(ids)
@@ -707,9 +947,60 @@ def _warn_float_alignment(counts: Sequence[int]) -> None:
             UserWarning, stacklevel=3)
 
 
+def _check_timeout(timeout: Any) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, (int, float, np.integer, np.floating)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
+    if not timeout > 0:  # also NaN
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+def _check_retries(retries: Any) -> int:
+    if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)):
+        raise TypeError(f"retries must be an int >= 0, got {type(retries).__name__} {retries!r}")
+    if retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries}")
+    return int(retries)
+
+
+def _task_states(client: Client, futs: Sequence[Any]) -> str:
+    """'shard-key: state' of the given futures on the scheduler (best effort, for error messages)."""
+    if not futs:
+        return ""
+    keys = [f.key for f in futs]
+    try:
+        st = client.run_on_scheduler(
+            lambda dask_scheduler, keys=keys: {k: (dask_scheduler.tasks[k].state if k in dask_scheduler.tasks
+                                                   else "forgotten") for k in keys})
+    except Exception:  # pragma: no cover - the scheduler is gone too
+        return "scheduler unreachable"
+    by_state: Dict[str, int] = {}
+    for v in st.values():
+        by_state[v] = by_state.get(v, 0) + 1
+    hint = {"no-worker": " (no worker can run them)", "processing": " (running)", "queued": " (queued)"}
+    return ", ".join(f"{c} {k}{hint.get(k, '')}" for k, c in sorted(by_state.items()))
+
+
 def _deterministic(exc: BaseException) -> bool:
     """Errors that a retry cannot fix (bad input, file/manifest mismatch)."""
     return isinstance(exc, (ValueError, TypeError))
+
+
+def _check_finite_queries(raw: Any, q: np.ndarray) -> None:
+    """float32 queries must be finite (a shard would refuse them; refuse them
+    here, as :meth:`Index.search` does, with a ValueError naming the value)."""
+    bad = ~np.isfinite(q)
+    if not bad.any():
+        return
+    pos = tuple(int(v) for v in np.argwhere(bad)[0])
+    src = np.asarray(to_numpy(raw, "queries"))
+    src = src.reshape(q.shape) if src.size == q.size else None
+    if src is not None and src.dtype.kind in "fiu" and np.isfinite(src[pos]):
+        raise ValueError(f"queries contain finite values too large for float32 (first at index {pos}: "
+                         f"{float(src[pos])!r} overflows to inf)")
+    raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: {float(q[pos])!r})")
 
 
 def _is_dask_array(x: Any) -> bool:
@@ -765,7 +1056,8 @@ def build_sharded(
     chunk_size: int = 65536,
     threads: int = 1,
     overwrite: bool = False,
-    timeout: Optional[float] = None,
+    timeout: Optional[float] = 3600.0,
+    retries: int = 2,
 ) -> "ShardedIndex":
     """Quantize a large matrix into shard files in parallel on a Dask cluster.
 
@@ -819,8 +1111,23 @@ def build_sharded(
         Replace an existing manifest in ``directory`` (the old manifest is
         removed first, so a failed rebuild never leaves a manifest pointing at
         half-rebuilt shards).
-    timeout : float, optional
-        Seconds to wait for the shard actors when opening the result.
+    timeout : float or None
+        Seconds the whole build may take (ranges pass, shard files, manifest
+        and opening the result); default 3600. ``None``: no limit. When it
+        expires the build raises :class:`ShardError` naming the shards that
+        had not finished and what they were waiting for. Independently of it,
+        a cluster with no worker at all for 60 s fails the build.
+    retries : int
+        Times a shard's task is resubmitted after a failure that a new attempt
+        may fix (default 2): its in-memory rows lost with a dead worker (they
+        are scattered again from the client), the task cancelled, or an
+        exception other than ``ValueError``/``TypeError``. Worker deaths
+        during a task whose input can be re-read (memmap, dask array, rows
+        still held by a live worker) are rerun by the scheduler itself and
+        do not count, up to Dask's ``distributed.scheduler.allowed-failures``
+        (default 3); beyond that Dask gives up on the task (``KilledWorker``:
+        the task itself probably kills its worker, e.g. out of memory) and
+        the build fails with that cause, without resubmitting.
 
     Returns
     -------
@@ -835,9 +1142,15 @@ def build_sharded(
     FileExistsError
         ``directory`` already holds a manifest and ``overwrite`` is False.
     ShardError
-        A shard's build task failed for another reason (e.g. its worker died
-        repeatedly).
+        A shard's build task failed for another reason, naming the shard and
+        the cause: it killed its worker repeatedly (``KilledWorker``), its
+        in-memory rows were lost more than ``retries`` times, the cluster had
+        no workers for 60 s, or ``timeout`` expired.
     """
+    timeout = _check_timeout(timeout)
+    retries = _check_retries(retries)
+    t_start = time.monotonic()
+    deadline = None if timeout is None else t_start + timeout
     client = _get_client(client)
     if not isinstance(rescore, (bool, np.bool_)):
         raise TypeError(f"rescore must be a bool, got {type(rescore).__name__}")
@@ -853,17 +1166,17 @@ def build_sharded(
         raise TypeError(f"data must be float embeddings or int8/uint8 codes, got dtype {dt}")
     is_codes = dt in (np.dtype(np.int8), np.dtype(np.uint8))
     if rescore:
-        if precision != "ubinary":
+        if precision != _FIRST_STAGE.name:
             raise ValueError("rescore=True builds RescorePipeline shards, whose retrieval precision is 'ubinary'; "
                              f"got precision={precision!r}")
-        rescore_precision = check_precision(rescore_precision, ("int8", "uint8"), "rescore_precision")
+        rescore_precision = check_precision(rescore_precision, _SCALAR, "rescore_precision")
         if is_codes:
             raise TypeError(f"data must be float embeddings for rescore=True, got {dt} codes")
         kind = "pipeline"
     else:
         precision = check_precision(precision)
         kind = "index"
-        if precision == "float32" and is_codes:
+        if P.PRECISIONS[precision].is_float and is_codes:
             raise TypeError(f"data must be float embeddings for precision='float32', got dtype {dt}")
     if width < 1:
         raise ValueError("data must have at least one column")
@@ -896,7 +1209,7 @@ def build_sharded(
         if n_shards is None:
             n_shards = max(1, len(_live_workers(client)))
         n_shards = check_k(n_shards, "n_shards")
-        if precision == "float32" and not rescore:
+        if P.PRECISIONS[precision].is_float and not rescore:
             # cut at multiples of the float32 search block so BLAS sees the blocks one index sees
             step = -(-n // n_shards)
             step = -(-step // _FLOAT_BLOCK) * _FLOAT_BLOCK
@@ -904,7 +1217,7 @@ def build_sharded(
         else:
             base, extra = divmod(n, n_shards)
             sizes = [base + (1 if j < extra else 0) for j in range(n_shards)]
-    if precision == "float32" and not rescore:
+    if P.PRECISIONS[precision].is_float and not rescore:
         _warn_float_alignment(sizes)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
@@ -920,10 +1233,10 @@ def build_sharded(
         id_arr = id_arr.astype(np.int64)
 
     # ranges
-    needs_ranges = rescore or (precision in ("int8", "uint8") and not is_codes)
+    needs_ranges = rescore or (P.PRECISIONS[precision].needs_ranges and not is_codes)
     r = None
     if ranges is not None:
-        if not (rescore or precision in ("int8", "uint8")):
+        if not (rescore or P.PRECISIONS[precision].needs_ranges):
             raise ValueError(f"ranges only apply to int8/uint8 codes, not precision {precision!r}")
         r = _coerce_ranges(to_numpy(ranges, "ranges"), dim)
     elif needs_ranges and n == 0:
@@ -938,8 +1251,10 @@ def build_sharded(
         os.remove(mpath)
 
     workers = _live_workers(client)
-    place = _place(sizes, workers)
+    place: List[Optional[str]] = list(_place(sizes, workers)) if workers else [None] * len(sizes)
     mm = _memmap_source(x) if not is_dask else None
+    in_memory = not is_dask and mm is None
+    S = len(sizes)
     sources: List[Any] = []
     for j, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
         s, e = int(s), int(e)
@@ -950,40 +1265,143 @@ def build_sharded(
             sources.append(_DaskRows(part))
         elif mm is not None:
             sources.append(_MemmapRows(mm[0], mm[1] + s * width * dt.itemsize, dt, (e - s, width)))
-        else:
-            sources.append(client.scatter(np.ascontiguousarray(x[s:e]), workers=[place[j]], hash=False))
+        else:  # scattered by run() (spread over the workers); the tasks then run where their rows are
+            sources.append(None)
     token = uuid.uuid4().hex[:12]
-    paths = [os.path.join(directory, f"shard-{j:05d}.qlx") for j in range(len(sizes))]
+    paths = [os.path.join(directory, f"shard-{j:05d}.qlx") for j in range(S)]
+
+    def left() -> Optional[float]:
+        return None if deadline is None else deadline - time.monotonic()
 
     def run(fn, what: str, args_of) -> List[Any]:
-        futs = [client.submit(fn, *args_of(j), key=f"quantlib-{what}-{token}-{j}", workers=[place[j]],
-                              allow_other_workers=True, pure=False) for j in range(len(sizes))]
-        index_of = {f.key: j for j, f in enumerate(futs)}
-        out: List[Any] = [None] * len(futs)
+        """Run fn for every shard; resubmit what a new attempt can fix; bounded by the deadline.
+
+        Tasks are not pinned to workers: Dask never wakes a ``no-worker`` task restricted to a
+        dead worker when another worker joins, even with ``allow_other_workers`` (a 1-worker
+        cluster whose worker restarted hung forever). In-memory rows are scattered, and a task
+        runs where its rows are."""
+        futs: Dict[int, Any] = {}
+        attempts = [0] * S
+        causes: Dict[int, BaseException] = {}
+        resubmit: List[int] = list(range(S))
+        out: List[Any] = [None] * S
+        no_worker_since: Optional[float] = None
+        unpinned: set = set()
+        scatter_errors: Dict[int, BaseException] = {}
+
+        def fail(j: int, cause: BaseException):
+            err = ShardError(j, paths[j], cause, max(attempts[j], 1), what=what)
+            err.__cause__ = cause
+            return err
+
         try:
-            for f in _dd.as_completed(futs):
-                j = index_of[f.key]
-                if f.status != "finished":
+            while resubmit or futs:
+                rem = left()
+                if rem is not None and rem <= 0:
+                    pend = sorted(set(futs) | set(resubmit))
+                    states = _task_states(client, [futs[j] for j in pend if j in futs])
+                    lost = [j for j in pend if j in resubmit and j in scatter_errors]
+                    if lost:
+                        e = scatter_errors[lost[0]]
+                        states = ", ".join(filter(None, [states, f"shard(s) {lost[:8]} could not scatter their rows "
+                                                                 f"({type(e).__name__}: {e})"]))
+                    raise fail(pend[0], TimeoutError(
+                        f"build_sharded did not finish within timeout={timeout:g} s: shard(s) {pend[:8]} of {S} "
+                        f"unfinished ({states or 'waiting to be resubmitted'}); pass a larger timeout= "
+                        "(or None) for a larger build"))
+                for j in list(resubmit):
+                    if in_memory and (sources[j] is None or sources[j].status != "finished"):
+                        # first time, or the rows were lost with their worker: the client still has them
+                        live = _live_workers(client)
+                        if not live:
+                            break  # no worker to receive them yet: try again on the next turn
+                        to = [place[j]] if sources[j] is None and j not in unpinned and place[j] in live else None
+                        try:
+                            sources[j] = client.scatter(np.ascontiguousarray(x[int(starts[j]):int(starts[j + 1])]),
+                                                        workers=to, hash=False,
+                                                        timeout=max(0.1, min(2.0, rem if rem is not None else 2.0)))
+                        except (TimeoutError, OSError, KeyError) as exc:  # no worker yet (TimeoutError), or
+                            # the chosen worker died meanwhile (KeyError from the scheduler, CommClosedError):
+                            # try again on the next turn, unpinned; the deadline bounds the retries
+                            scatter_errors[j] = exc
+                            unpinned.add(j)
+                            break
+                    attempts[j] += 1
+                    futs[j] = client.submit(fn, *args_of(j), key=f"quantlib-{what}-{token}-{j}-{attempts[j]}",
+                                            pure=False)
+                    resubmit.remove(j)
+                if futs:
                     try:
-                        exc = f.exception()
-                    except BaseException as e:  # cancelled
-                        exc = e
-                    if _deterministic(exc):
+                        _dd.wait(list(futs.values()), timeout=max(0.05, min(1.0, rem if rem is not None else 1.0)),
+                                 return_when="FIRST_COMPLETED")
+                    except (TimeoutError, _CancelledError):  # cancelled/lost tasks are handled just below
+                        pass
+                else:
+                    time.sleep(0.2)
+                for j, f in sorted(futs.items()):
+                    st = f.status
+                    if st == "pending":
+                        continue
+                    del futs[j]
+                    if st == "finished":
+                        try:
+                            out[j] = f.result()
+                        except _CancelledError:  # its result was lost with its worker before we fetched it
+                            st = "lost"
+                        else:
+                            if what == "build" and cb is not None:
+                                done[0] += sizes[j]
+                                cb(done[0], n)
+                            continue
+                    exc: Optional[BaseException] = None
+                    if st == "error":
+                        try:
+                            exc = f.exception()
+                        except BaseException as e:  # pragma: no cover
+                            exc = e
+                    if exc is not None and _deterministic(exc):
                         raise exc
-                    raise ShardError(j, paths[j], exc, what=what) from exc
-                out[j] = f.result()
-                if what == "build" and cb is not None:
-                    done[0] += sizes[j]
-                    cb(done[0], n)
+                    if isinstance(exc, _dd.KilledWorker):
+                        deaths = getattr(exc, "allowed_failures", None)
+                        raise fail(j, RuntimeError(
+                            f"the task's worker died {'' if deaths is None else f'{deaths + 1} time(s) '}while "
+                            f"running it, so Dask gave up on it ({type(exc).__name__}; see Dask's "
+                            "distributed.scheduler.allowed-failures): the task probably kills its worker (out of "
+                            "memory? a crash in native code?)"))
+                    if exc is None:  # cancelled / lost: say why
+                        if in_memory and (sources[j] is None or sources[j].status != "finished"):
+                            exc = RuntimeError(f"its in-memory rows, scattered to a worker, were lost when that "
+                                               f"worker died (task {st})")
+                        else:
+                            exc = RuntimeError(f"the task was {st} by the cluster (its worker died, or the "
+                                               "scheduler or another client cancelled it)")
+                    causes[j] = exc
+                    if attempts[j] > retries:
+                        raise fail(j, exc)
+                    resubmit.append(j)
+                if not futs and not resubmit:
+                    break
+                if _live_workers(client):
+                    no_worker_since = None
+                else:
+                    now = time.monotonic()
+                    no_worker_since = no_worker_since or now
+                    if now - no_worker_since > _NO_WORKER_GRACE:
+                        pend = sorted(set(futs) | set(resubmit))
+                        raise fail(pend[0], RuntimeError(
+                            f"the Dask cluster has had no workers for {_NO_WORKER_GRACE:g} s (all workers died and "
+                            f"none came back); shard(s) {pend[:8]} unfinished"))
         finally:
-            client.cancel([f for f in futs if not f.done()])
+            pend = [f for f in futs.values() if not f.done()]
+            if pend:
+                client.cancel(pend)
         return out
 
     cb, bar = None, None
     done = [0]
     if r is None and needs_ranges:
         parts = [p for p in run(_minmax_task, "ranges",
-                                lambda j: (sources[j], int(starts[j]), chunk_size, threads)) if p is not None]
+                                lambda j: (j, sources[j], int(starts[j]), chunk_size, threads)) if p is not None]
         r = parts[0].copy()
         for p in parts[1:]:
             np.minimum(r[0], p[0], out=r[0])
@@ -996,17 +1414,22 @@ def build_sharded(
     cb, bar = _progress_callback(progress, n)
     try:
         results = run(_build_shard_task, "build", lambda j: (
-            sources[j], paths[j], kind, precision, dim, r, None if id_arr is None else
+            j, sources[j], paths[j], kind, precision, dim, r, None if id_arr is None else
             id_arr[int(starts[j]):int(starts[j + 1])], chunk_size, threads, rescore_precision))
     finally:
         if bar is not None:
             bar.close()
-    shards = tuple(ShardInfo(paths[j], int(res["count"]), int(starts[j]), int(res["bytes"]))
+    shards = tuple(ShardInfo(paths[j], int(res["count"]), int(starts[j]), int(res["bytes"]), int(res["crc32"]))
                    for j, res in enumerate(results))
     m = Manifest(kind, precision, dim, n, id_arr is not None, shards, r,
                  rescore_precision if rescore else None, mpath)
     _write_json_atomic(mpath, m.to_json(directory))
-    return open_sharded(mpath, client, timeout=timeout)
+    rem = left()
+    if rem is not None and rem <= 0:
+        raise ShardError(0, paths[0], TimeoutError(
+            f"build_sharded wrote every shard and the manifest ({mpath}) but timeout={timeout:g} s expired before "
+            "the result could be opened: open it with open_sharded"), what="open")
+    return open_sharded(mpath, client, timeout=rem)
 
 
 # ---------------------------------------------------------------------- open
@@ -1022,25 +1445,45 @@ def open_sharded(path: Union[str, os.PathLike], client: Optional[Client] = None,
         Default: the current client.
     check_files : bool
         Check every shard file against the manifest on the client first
-        (existence, size, kind, precision, dim, count, ids, ranges). Each
-        actor makes the same checks on its worker in any case; turn this off
-        when the client cannot see the workers' filesystem.
+        (inside the manifest directory, a regular file, listed once, size,
+        content checksum, kind, precision, dim, count, ids, ranges). Each
+        actor makes the same checks on its worker in any case (also when it
+        is re-created after a worker death), and checks that the file it
+        loaded is the one it checked; turn this off when the client cannot
+        see the workers' filesystem.
     timeout : float, optional
-        Seconds to wait for the actors to open their shards.
+        Seconds to wait for the actors to open their shards (all of them
+        together; a worker that died meanwhile cannot hang the open).
 
     Raises
     ------
     ManifestError
         The manifest is malformed or a shard file does not match it (the
-        message names the shard and its file).
+        message names the shard and its file), e.g. a shard whose content
+        checksum differs from the manifest's (swapped or rebuilt files), or
+        a manifest written before shard checksums were recorded (manifest
+        version 1.0: the message says how to regenerate it with
+        :func:`write_manifest`).
     ShardError
         A worker could not open its shard.
     """
-    m = read_manifest(path)
-    if check_files:
-        for i, s in enumerate(m.shards):
-            _check_shard_file(i, s, m)
+    if not isinstance(check_files, (bool, np.bool_)):
+        raise TypeError(f"check_files must be a bool, got {type(check_files).__name__}")
+    timeout = _check_timeout(timeout)
+    m = _checked_manifest(path, bool(check_files))
     return ShardedIndex(m, _get_client(client), timeout=timeout)
+
+
+def _checked_manifest(path: Union[str, os.PathLike], check_files: bool) -> Manifest:
+    """Everything :func:`open_sharded` checks before it starts the actors (no
+    cluster needed; the manifest fuzzer drives this)."""
+    m = read_manifest(path)
+    for i, s in enumerate(m.shards):
+        if s.crc32 is None:
+            raise _no_crc_error(f"shard {i} ({s.path})", m.path)
+    if check_files:
+        _check_files(m)
+    return m
 
 
 @dataclass
@@ -1071,11 +1514,13 @@ class ShardedIndex:
         self._closed = False
         if manifest.kind == "index":
             self._template = Index(manifest.dim, manifest.precision, manifest.ranges)
+        deadline = None if timeout is None else time.monotonic() + timeout  # for all the actors together
         place = _place([s.count for s in manifest.shards], _live_workers(client))
         futs = [self._submit_actor(i, place[i]) for i in range(len(manifest.shards))]
         try:
             for i, f in enumerate(futs):
-                self._servers[i] = self._finish_actor(i, f, timeout)
+                rem = None if deadline is None else max(0.001, deadline - time.monotonic())
+                self._servers[i] = self._finish_actor(i, f, rem)
         except BaseException:
             self.close()
             try:
@@ -1329,18 +1774,9 @@ class ShardedIndex:
         if self._closed:
             raise RuntimeError("this ShardedIndex is closed")
         k = check_k(k)
-        if not isinstance(retries, (int, np.integer)) or isinstance(retries, (bool, np.bool_)):
-            raise TypeError(f"retries must be an int >= 0, got {type(retries).__name__} {retries!r}")
-        if retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries}")
+        retries = _check_retries(retries)
         threads = check_k(threads, "threads")
-        if timeout is not None:
-            if isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, (int, float, np.integer,
-                                                                                  np.floating)):
-                raise TypeError(f"timeout must be a number of seconds or None, got {type(timeout).__name__}")
-            if not timeout > 0:
-                raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-            timeout = float(timeout)
+        timeout = _check_timeout(timeout)
         if not isinstance(allow_partial, (bool, np.bool_)):
             raise TypeError(f"allow_partial must be a bool, got {type(allow_partial).__name__}")
         if stats is not None and not isinstance(stats, dict):
@@ -1353,7 +1789,11 @@ class ShardedIndex:
                 raise ValueError("rescore_multiplier only applies to pipeline (rescore=True) shards")
             if rescore_mode != "exact":
                 raise ValueError("rescore_mode only applies to pipeline (rescore=True) shards")
-            q, was_1d = self._template._as_codes(queries, "queries", None)
+            is_float = P.PRECISIONS[m.precision].is_float
+            with np.errstate(over="ignore" if is_float else "warn"):  # reported just below
+                q, was_1d = self._template._as_codes(queries, "queries", None)
+            if is_float:
+                _check_finite_queries(queries, q)  # on the client, before any round (as Index.search)
             vals, ids, answered = self._search_index(q, k, retries, timeout, threads, allow_partial, st)
         else:
             mult = 4 if rescore_multiplier is None else check_k(rescore_multiplier, "rescore_multiplier")
@@ -1366,7 +1806,9 @@ class ShardedIndex:
                 raise ValueError(f"queries have {q2.shape[1]} dims but the sharded pipeline has {m.dim}")
             q2 = np.ascontiguousarray(q2)
             if not np.isfinite(q2).all():
-                raise ValueError("queries contain NaN or infinite values")
+                pos = tuple(int(v) for v in np.argwhere(~np.isfinite(q2))[0])
+                raise ValueError(f"queries contain NaN or infinite values (first at index {pos}: "
+                                 f"{float(q2[pos])!r})")
             vals, ids, answered = self._search_pipeline(q2, k, mult, rescore_mode, retries, timeout, threads,
                                                         allow_partial, st)
         st["failed_shards"] = [i for i in range(S) if answered.shape[0] and not answered[0, i]]
@@ -1411,7 +1853,7 @@ class ShardedIndex:
         nq = q.shape[0]
         p = m.precision
         descending = p not in _BINARY
-        vdtype = np.float32 if p == "float32" else np.int32
+        vdtype = P.PRECISIONS[p].value_dtype
         width = min(k, m.count)
         answered = np.ones((nq, self.n_shards), bool)
         if nq == 0:
@@ -1420,7 +1862,8 @@ class ShardedIndex:
                                 allow_partial, st)
         answered[:, list(fail)] = False
         parts = [res[i] for i in sorted(res)]
-        fill = (-np.inf if p == "float32" else np.iinfo(np.int32).min) if descending else np.iinfo(np.int32).max
+        fill = (-np.inf if P.PRECISIONS[p].is_float else np.iinfo(np.int32).min) if descending \
+            else np.iinfo(np.int32).max
         vals, ids = self._merge(parts, nq, k, descending, vdtype, width, fill, st)
         return vals, ids, answered
 
@@ -1432,7 +1875,7 @@ class ShardedIndex:
         answered = np.ones((nq, self.n_shards), bool)
         if nq == 0:
             return np.empty((0, width), np.float64), np.empty((0, width), np.int64), answered
-        qb = quantize_embeddings(q2, "ubinary")
+        qb = quantize_embeddings(q2, _FIRST_STAGE.name)
         if mode == "local":
             res, fail = self._round("local_search", {i: (q2, qb, k, mult, threads) for i in range(self.n_shards)},
                                     retries, timeout, allow_partial, st)

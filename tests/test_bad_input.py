@@ -630,6 +630,303 @@ case("available_isas", "an argument", lambda: quantlib.available_isas(1), Raises
 case("show_config", "print_out=0", lambda: quantlib.show_config(print_out=0), Defined("returns the dict, prints nothing",
      lambda o: isinstance(o, dict) or None))
 
+# ---- quantlib.distributed: manifests, open_sharded, write_manifest, build_sharded, ShardedIndex.search
+# (one block, appended last). Manifest rows need no cluster (shards written with Index.save +
+# write_manifest; open_sharded fails in its client-side checks before it looks for a client); the
+# search/build rows share one lazily started 1-worker in-process cluster.
+def _qd():
+    return pytest.importorskip("quantlib.distributed")
+
+
+def _shards_dir(n_files=2, precision="int8"):
+    """A fresh directory with int8 Index shards of 3 rows each and a manifest."""
+    qd = _qd()
+    d = tempfile.mkdtemp(dir=_TMP)
+    paths = []
+    for j in range(n_files):
+        idx = quantlib.Index(16, precision, ranges=R if precision in ("int8", "uint8") else None)
+        idx.add(X[3 * j: 3 * j + 3] if j < 2 else X[:3][::-1])
+        idx.save(os.path.join(d, f"shard-{j:05d}.qlx"))
+        paths.append(os.path.join(d, f"shard-{j:05d}.qlx"))
+    qd.write_manifest(paths, d)
+    return d
+
+
+def _manifest(edit=None, raw=None, files=None):
+    """Path of a manifest: the valid one edited by ``edit(doc)``, or raw bytes."""
+    import json
+
+    d = _shards_dir()
+    mp = os.path.join(d, "manifest.json")
+    if raw is not None:
+        with open(mp, "wb") as f:
+            f.write(raw)
+    elif edit is not None:
+        with open(mp) as f:
+            doc = json.load(f)
+        edit(doc)
+        with open(mp, "w") as f:
+            json.dump(doc, f)
+    if files is not None:
+        files(d)
+    return mp
+
+
+def _set(**kw):
+    def edit(doc):
+        for k, v in kw.items():
+            if k.startswith("s0_"):
+                doc["shards"][0][k[3:]] = v
+            elif k.startswith("s1_"):
+                doc["shards"][1][k[3:]] = v
+            else:
+                doc[k] = v
+    return edit
+
+
+def _swap_files(d):
+    a, b = os.path.join(d, "shard-00000.qlx"), os.path.join(d, "shard-00001.qlx")
+    os.replace(a, a + ".t")
+    os.replace(b, a)
+    os.replace(a + ".t", b)
+
+
+def _replace_shard1(fn):
+    def files(d):
+        p = os.path.join(d, "shard-00001.qlx")
+        os.remove(p)
+        fn(p)
+    return files
+
+
+def _no_crc(doc):
+    doc["version"] = [1, 0]
+    for e in doc["shards"]:
+        del e["crc32"]
+
+
+_DIST: dict = {}
+
+
+def _dist(name):
+    """Lazily built sharded indexes on a shared 1-worker in-process cluster."""
+    qd = _qd()
+    if not _DIST:
+        import logging
+
+        import distributed
+
+        for lg in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.core"):
+            logging.getLogger(lg).setLevel(logging.CRITICAL)
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                                           silence_logs=logging.CRITICAL)
+        client = distributed.Client(cluster)
+        _DIST["client"] = client
+        _DIST["f32"] = qd.build_sharded(X, os.path.join(_TMP, "d-f32"), n_shards=2, precision="float32", client=client)
+        _DIST["pipe"] = qd.build_sharded(X, os.path.join(_TMP, "d-pipe"), n_shards=2, rescore=True, client=client)
+
+        def close():
+            for k in ("f32", "pipe"):
+                _DIST[k].close()
+            client.close()
+            cluster.close()
+        atexit.register(close)
+    return _DIST[name]
+
+
+rm, osh, wm = (lambda *a, **k: _qd().read_manifest(*a, **k)), (lambda *a, **k: _qd().open_sharded(*a, **k)), \
+    (lambda *a, **k: _qd().write_manifest(*a, **k))
+
+
+class _Lazy(Raises):
+    """Raises with the exception class resolved at run time (quantlib.distributed needs Dask)."""
+    def __init__(self, attr, names):
+        self._attr, self.names = attr, names
+
+    @property
+    def exc(self):
+        try:
+            import quantlib.distributed as qd
+        except ImportError:  # pragma: no cover - no Dask: the rows are skipped anyway
+            return Exception
+        return getattr(qd, self._attr)
+
+
+def ME(names):
+    return _Lazy("ManifestError", names)
+
+
+def SE(names):
+    return _Lazy("ShardError", names)
+
+
+def _scrubbed(call):
+    """The messages name files under the random temporary directory: replace it so the rendered
+    table is stable."""
+    def run():
+        try:
+            return call()
+        except (ValueError, TypeError, OSError) as exc:
+            dirs: dict = {}
+            msg = re.sub(re.escape(_TMP) + r"(/tmp[A-Za-z0-9_]+)?",
+                         lambda mo: dirs.setdefault(mo.group(0), f"<tmp{len(dirs) + 1}>"), str(exc))
+            if msg == str(exc):
+                raise
+            try:
+                new = type(exc)(msg)
+            except Exception:  # pragma: no cover - an exception type with another signature
+                raise exc from None
+            raise new from None
+    return run
+
+
+def dcase(func, bad, call, expect):
+    case(func, bad, _scrubbed(call), expect)
+
+
+F = "read_manifest"
+dcase(F, "not JSON", lambda: rm(_manifest(raw=b"{not json")), ME("not a JSON manifest"))
+dcase(F, "JSON nested 10^5 deep", lambda: rm(_manifest(raw=b"[" * 100000 + b"]" * 100000)), ME("nested too deeply"))
+dcase(F, "an integer of 5000 digits", lambda: rm(_manifest(raw=b'{"dim": 1' + b"0" * 5000 + b"}")),
+     ME("not a JSON manifest"))
+dcase(F, "format 'other'", lambda: rm(_manifest(_set(format="other"))), ME("not a quantlib sharded-index manifest"))
+dcase(F, "version [2, 0]", lambda: rm(_manifest(_set(version=[2, 0]))), ME(r"manifest version \[2, 0\] is not supported"))
+dcase(F, "version 'x'", lambda: rm(_manifest(_set(version="x"))), ME("manifest version 'x' is not supported"))
+dcase(F, "kind 'forest'", lambda: rm(_manifest(_set(kind="forest"))), ME("kind must be 'index' or 'pipeline'"))
+dcase(F, "precision 'int4'", lambda: rm(_manifest(_set(precision="int4"))), ME("precision must be one of"))
+dcase(F, "dim '16' (a str)", lambda: rm(_manifest(_set(dim="16"))), ME("'dim' has the wrong type .*expected int"))
+dcase(F, "dim 0", lambda: rm(_manifest(_set(dim=0))), ME(r"bad dim 0 \(must be in \[1,"))
+dcase(F, "has_ids 1 (not a bool)", lambda: rm(_manifest(_set(has_ids=1))), ME("'has_ids' has the wrong type"))
+dcase(F, "count missing", lambda: rm(_manifest(lambda d: d.pop("count"))), ME("missing key 'count'"))
+dcase(F, "count != sum of the shards", lambda: rm(_manifest(_set(count=7))), ME("shards hold 6 rows but the manifest says count 7"))
+dcase(F, "ranges NaN", lambda: rm(_manifest(raw=None, edit=_set(ranges=[[float("nan")] * 16] * 2))),
+     ME("ranges must be a finite 2 x 16 list"))
+dcase(F, "ranges overflow float32 (1e39)", lambda: rm(_manifest(_set(ranges=[[1e39] * 16] * 2))),
+     ME(r"ranges must be a finite 2 x 16 list \(finite in float32\)"))
+dcase(F, "ranges of shape (2, 3)", lambda: rm(_manifest(_set(ranges=[[0.0] * 3] * 2))), ME(r"got shape \(2, 3\)"))
+dcase(F, "shards []", lambda: rm(_manifest(_set(shards=[]))), ME("lists no shards"))
+dcase(F, "shard entry a str", lambda: rm(_manifest(_set(shards=["shard-00000.qlx"]))), ME("shard 0: entry must be an object"))
+dcase(F, "shard offset not the running sum", lambda: rm(_manifest(_set(s1_offset=2))),
+     ME("shard 1: offset 2 is not the sum of the previous shards' counts"))
+dcase(F, "shard count -1", lambda: rm(_manifest(_set(s0_count=-1))), ME("count and bytes must be >= 0"))
+dcase(F, "shard crc32 'abc'", lambda: rm(_manifest(_set(s0_crc32="abc"))), ME(r"'crc32' must be an int in \[0, 2\*\*32\)"))
+dcase(F, "shard crc32 2**32", lambda: rm(_manifest(_set(s0_crc32=2 ** 32))), ME(r"'crc32' must be an int in \[0, 2\*\*32\)"))
+dcase(F, "shard path '../x.qlx'", lambda: rm(_manifest(_set(s0_path="../x.qlx"))),
+     ME("path '../x.qlx' is outside the manifest directory"))
+dcase(F, "shard path '/etc/passwd'", lambda: rm(_manifest(_set(s0_path="/etc/passwd"))),
+     ME("path '/etc/passwd' is outside the manifest directory"))
+dcase(F, "shard path ''", lambda: rm(_manifest(_set(s0_path=""))), ME("'path' is empty"))
+dcase(F, "shard path with NUL", lambda: rm(_manifest(_set(s0_path="a\0b"))), ME("contains a NUL character"))
+dcase(F, "shard path a lone surrogate", lambda: rm(_manifest(_set(s0_path="\ud800"))), ME("cannot be encoded"))
+dcase(F, "the same shard path twice", lambda: rm(_manifest(_set(s1_path="./shard-00000.qlx"))),
+     ME("shard 1: './shard-00000.qlx' is the same file as shard 0"))
+dcase(F, "v1.0 manifest without crc32", lambda: rm(_manifest(_no_crc)),
+     Defined("read (crc32 None); open_sharded refuses it", lambda m: all(s.crc32 is None for s in m.shards) or None))
+dcase(F, "manifest is a FIFO", lambda: rm(_manifest(files=lambda d: (os.remove(os.path.join(d, "manifest.json")),
+                                                                    os.mkfifo(os.path.join(d, "manifest.json"))))),
+     ME("is a FIFO, not a regular file"))
+dcase(F, "no manifest", lambda: rm(os.path.join(_TMP, "nowhere")), Raises(FileNotFoundError, "no sharded-index manifest"))
+
+F = "open_sharded"
+dcase(F, "two equal-size shards swapped", lambda: osh(_manifest(files=_swap_files)),
+     ME(r"shard 0 .*content checksum 0x[0-9a-f]{8} but the manifest records 0x[0-9a-f]{8}: the file was replaced or rebuilt"))
+dcase(F, "shard rebuilt from other rows", lambda: osh(_manifest(files=_replace_shard1(
+    lambda p: (lambda i: (i.add(X[:3]), i.save(p)))(quantlib.Index(16, "int8", ranges=R))))),
+     ME("shard 1 .*content checksum"))
+dcase(F, "v1.0 manifest without crc32", lambda: osh(_manifest(_no_crc)),
+     ME(r"records no content checksum .*regenerate the manifest: .*write_manifest\(\[s.path for s in read_manifest"))
+dcase(F, "shard missing", lambda: osh(_manifest(files=lambda d: os.remove(os.path.join(d, "shard-00001.qlx")))),
+     ME(r"shard 1 \(.*shard-00001.qlx\): file is missing"))
+dcase(F, "shard truncated", lambda: osh(_manifest(files=lambda d: os.truncate(os.path.join(d, "shard-00001.qlx"), 100))),
+     ME("shard 1 .*file has 100 bytes but the manifest records"))
+dcase(F, "shard a FIFO", lambda: osh(_manifest(files=_replace_shard1(os.mkfifo))), ME("shard 1 .*is a FIFO, not a regular file"))
+dcase(F, "shard a directory", lambda: osh(_manifest(files=_replace_shard1(os.mkdir))), ME("shard 1 .*is a directory"))
+dcase(F, "shard a symlink to /dev/zero", lambda: osh(_manifest(files=_replace_shard1(lambda p: os.symlink("/dev/zero", p)))),
+     ME("shard 1 .*resolves to /dev/zero, outside the manifest directory"))
+dcase(F, "shard a symlink leaving the directory",
+     lambda: osh(_manifest(files=_replace_shard1(lambda p: os.symlink(os.path.join(_shards_dir(), "shard-00001.qlx"), p)))),
+     ME("shard 1 .*outside the manifest directory .*symlink"))
+dcase(F, "shard a hard link to another shard",
+     lambda: osh(_manifest(files=_replace_shard1(lambda p: os.link(os.path.join(os.path.dirname(p), "shard-00000.qlx"), p)))),
+     ME("shard 1 .*is the same file as shard 0"))
+dcase(F, "precision differs from the file", lambda: osh(_manifest(_set(precision="uint8"))),
+     ME("shard 0 .*precision 'int8' but the manifest says 'uint8'"))
+dcase(F, "has_ids differs from the file", lambda: osh(_manifest(_set(has_ids=True))), ME("shard 0 .*has no ids"))
+dcase(F, "check_files='yes'", lambda: osh(_manifest(), check_files="yes"), Raises(TypeError, "check_files must be a bool"))
+dcase(F, "timeout=0", lambda: osh(_manifest(), timeout=0), Raises(ValueError, "timeout must be a positive number"))
+
+def _two_precisions():
+    d = _shards_dir()
+    ub = quantlib.Index(16, "ubinary")
+    ub.add(U)
+    ub.save(os.path.join(d, "ub.qlx"))
+    return wm([os.path.join(d, "shard-00000.qlx"), os.path.join(d, "ub.qlx")], d)
+
+
+F = "write_manifest"
+dcase(F, "shard outside the manifest directory",
+     lambda: wm([os.path.join(_shards_dir(), "shard-00000.qlx")], os.path.join(_shards_dir(), "manifest.json")),
+     ME("shard 0 .*is not inside the manifest directory"))
+dcase(F, "the same shard twice", lambda: (lambda d: wm([os.path.join(d, "shard-00000.qlx")] * 2, d))(_shards_dir()),
+     ME("shard 1 .*is the same file as shard 0"))
+dcase(F, "shards of two precisions", lambda: _two_precisions(), ME("shard 1 .*precision 'ubinary' but the manifest says 'int8'"))
+dcase(F, "shard_paths []", lambda: wm([], _TMP), Raises(ValueError, "shard_paths must be a non-empty sequence"))
+dcase(F, "shard_paths a str", lambda: wm("a.qlx", _TMP), Raises(ValueError, "shard_paths must be a non-empty sequence"))
+dcase(F, "shard_paths [3]", lambda: wm([3], _TMP), Raises(TypeError, r"shard_paths\[0\] must be a path"))
+
+F = "ShardedIndex.search"
+Q = X[:2].astype(np.float64)
+dcase(F, "NaN queries (float32 shards)", lambda: _dist("f32").search(with_nan(Q), 3),
+     Raises(ValueError, r"queries contains? NaN or infinite values \(first (at index \(1, 3\)|in row 1)"))
+dcase(F, "+inf queries (float32 shards)", lambda: _dist("f32").search(with_inf(Q), 3),
+     Raises(ValueError, "queries contains? NaN or infinite values"))
+dcase(F, "float64 1e300 queries (float32 shards)", lambda: _dist("f32").search(np.where(np.arange(16) == 3, 1e300, Q), 3),
+     Raises(ValueError, "queries contains? (finite values too large for|values that overflow) float32"))
+dcase(F, "NaN queries (pipeline shards)", lambda: _dist("pipe").search(with_nan(Q), 3),
+     Raises(ValueError, "queries contain NaN or infinite values"))
+dcase(F, "int8 queries (pipeline shards)", lambda: _dist("pipe").search(I8, 3),
+     Raises(TypeError, "queries must be float embeddings, got dtype int8"))
+dcase(F, "queries of 15 dims", lambda: _dist("pipe").search(X[:, :15], 3),
+     Raises(ValueError, "queries have 15 dims but the sharded pipeline has 16"))
+dcase(F, "k=0", lambda: _dist("f32").search(Q, 0), Raises(ValueError, "k must be >= 1"))
+dcase(F, "k=True", lambda: _dist("f32").search(Q, True), Raises(TypeError, "k must be a positive int"))
+dcase(F, "k > N", lambda: _dist("f32").search(Q, 100), shapes((2, 6), (2, 6), what="min(k, N) columns"))
+dcase(F, "threads=0", lambda: _dist("f32").search(Q, 3, threads=0), Raises(ValueError, "threads must be >= 1"))
+dcase(F, "retries=-1", lambda: _dist("f32").search(Q, 3, retries=-1), Raises(ValueError, "retries must be an int >= 0, got -1"))
+dcase(F, "retries='1'", lambda: _dist("f32").search(Q, 3, retries="1"), Raises(TypeError, "retries must be an int >= 0, got str"))
+dcase(F, "timeout=0", lambda: _dist("f32").search(Q, 3, timeout=0), Raises(ValueError, "timeout must be a positive number"))
+dcase(F, "timeout='5s'", lambda: _dist("f32").search(Q, 3, timeout="5s"),
+     Raises(TypeError, "timeout must be a number of seconds or None, got str"))
+dcase(F, "allow_partial='yes'", lambda: _dist("f32").search(Q, 3, allow_partial="yes"), Raises(TypeError, "allow_partial must be a bool"))
+dcase(F, "stats=[]", lambda: _dist("f32").search(Q, 3, stats=[]), Raises(TypeError, "stats must be a dict"))
+dcase(F, "rescore_multiplier (not applicable: index shards)", lambda: _dist("f32").search(Q, 3, rescore_multiplier=2),
+     Raises(ValueError, "rescore_multiplier only applies to pipeline"))
+dcase(F, "rescore_mode (not applicable: index shards)", lambda: _dist("f32").search(Q, 3, rescore_mode="local"),
+     Raises(ValueError, "rescore_mode only applies to pipeline"))
+dcase(F, "rescore_mode='fast'", lambda: _dist("pipe").search(Q, 3, rescore_mode="fast"),
+     Raises(ValueError, "rescore_mode must be 'exact' or 'local'"))
+dcase(F, "rescore_multiplier=0", lambda: _dist("pipe").search(Q, 3, rescore_multiplier=0),
+     Raises(ValueError, "rescore_multiplier must be >= 1"))
+
+F = "build_sharded"
+bs = (lambda *a, **k: _qd().build_sharded(*a, **k))
+dcase(F, "timeout=0", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), timeout=0), Raises(ValueError, "timeout must be a positive number"))
+dcase(F, "timeout=NaN", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), timeout=float("nan")),
+     Raises(ValueError, "timeout must be a positive number"))
+dcase(F, "timeout='1h'", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), timeout="1h"), Raises(TypeError, "timeout must be a number"))
+dcase(F, "retries=-1", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), retries=-1), Raises(ValueError, "retries must be an int >= 0"))
+dcase(F, "retries=1.0", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), retries=1.0), Raises(TypeError, "retries must be an int >= 0, got float"))
+dcase(F, "n_shards=0", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), n_shards=0, client=_dist("client")),
+     Raises(ValueError, "n_shards must be >= 1"))
+dcase(F, "shard_sizes not summing to N", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), shard_sizes=[2, 2], client=_dist("client")),
+     Raises(ValueError, "shard_sizes must sum to the 6 rows of data, got 4"))
+dcase(F, "client a str", lambda: bs(X, tempfile.mkdtemp(dir=_TMP), client="tcp://x"),
+     Raises(TypeError, "client must be a distributed.Client"))
+dcase(F, "NaN data, int8", lambda: bs(with_nan(X), tempfile.mkdtemp(dir=_TMP), precision="int8", client=_dist("client")),
+     Raises(ValueError, r"data rows \[0, 6\).*NaN"))
+dcase(F, "rescore=True with int8 codes", lambda: bs(I8, tempfile.mkdtemp(dir=_TMP), rescore=True, client=_dist("client")),
+     Raises(TypeError, "data must be float embeddings for rescore=True"))
+
 
 # ------------------------------------------------------------ the tests
 def _run(c: Case):

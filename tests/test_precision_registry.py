@@ -82,7 +82,6 @@ _NAMES_RE = re.compile(r"^(%s)$" % "|".join(map(re.escape, P.NAMES)))
 _ALLOWED = {
     "_precision.py",
     "bench.py",  # matches benchmark task labels ("float32 exact search ..."), not a precision argument
-    "distributed.py",  # TODO(issue 13): converted when the reliability branch of this module lands
 }
 
 
