@@ -5,8 +5,9 @@
 
 Each tree must be built in place (``python setup.py build_ext --inplace``).
 Every measurement runs in a fresh child process with ``PYTHONPATH`` set to one
-tree, pinned with ``taskset`` to the first ``max(threads)`` cores when taskset
-exists; old and new alternate round by round (so drift of a shared machine
+tree, pinned with ``taskset`` to the first ``threads`` cores when taskset
+exists, timed by process CPU time (``--clock cpu``, the default: on a shared
+machine wall time mostly measures the neighbours); old and new alternate round by round (so drift of a shared machine
 hits both alike), each child times its rows as the median of ``--repeat``
 runs after a warm-up, and the table shows, per row, the median over rounds
 and new/old. The rows are quantlib's own entry points (public API) at
@@ -29,6 +30,7 @@ import json, statistics, sys, time
 import numpy as np
 import quantlib
 n, d, threads, repeat, qs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+clock = time.process_time if sys.argv[6] == "cpu" else time.perf_counter
 qs = [int(x) for x in qs.split(",")]
 rng = np.random.default_rng(20261203)
 x = rng.standard_normal((n, d), dtype=np.float32)
@@ -42,7 +44,7 @@ def med(fn):
     fn()
     ts = []
     for _ in range(repeat):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+        t0 = clock(); fn(); ts.append(clock() - t0)
     return statistics.median(ts)
 out = {"isa": quantlib.get_isa()}
 xs = x[:200000]  # quantize rows: 200k x d
@@ -64,7 +66,8 @@ print(json.dumps(out))
 
 def run_child(tree: str, args, threads: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    cmd = [sys.executable, "-c", CHILD, str(args.n), str(args.dim), str(threads), str(args.repeat), args.queries]
+    cmd = [sys.executable, "-c", CHILD, str(args.n), str(args.dim), str(threads), str(args.repeat), args.queries,
+           args.clock]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", ",".join(str(i) for i in range(threads))] + cmd
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/", timeout=3600)
@@ -83,6 +86,9 @@ def main() -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="cpu (default): process CPU time, which a loaded machine inflates far less than wall time "
+                        "(with 2 threads it is the sum of both); wall: elapsed time")
     p.add_argument("--markdown")
     args = p.parse_args()
     cpu = platform.processor()
@@ -92,7 +98,8 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     lines = [f"A/B: old={args.old} new={args.new}; {cpu}; n={args.n} x {args.dim}; {args.rounds} alternating rounds, "
-             f"each row the median of {args.repeat} runs in a fresh process; taskset to the first T cores", ""]
+             f"each row the median of {args.repeat} runs in a fresh process ({args.clock} time); taskset to the first T cores",
+             ""]
     for t in [int(v) for v in args.threads.split(",")]:
         res = {"old": [], "new": []}
         for r in range(args.rounds):
