@@ -9,6 +9,7 @@
 #define QL_INTERNAL_H
 
 #include <limits.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -235,6 +236,12 @@ static inline float ql_f32_unkey(int32_t key) {
     memcpy(&f, &b, 4);
     return f;
 }
+/* 64-byte aligned scratch (C11 aligned_alloc wants a multiple of the alignment) */
+static inline void *ql_aligned_alloc(size_t bytes) {
+    if (bytes == 0 || bytes > SIZE_MAX - 63) return NULL;
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+static inline void ql_aligned_free(void *p) { free(p); }
 /* 1 if the float with these bits is NaN or +-inf */
 static inline unsigned ql_f32_nonfinite_bits(int32_t b) {
     return ((uint32_t)b & 0x7f800000u) == 0x7f800000u;

@@ -21,7 +21,7 @@
 #define F32_QB 6
 #define F32_RB 4
 #ifndef F32_TILE_BYTES
-#define F32_TILE_BYTES (512 * 1024)
+#define F32_TILE_BYTES (1024 * 1024)
 #endif
 
 /* in[16] -> lane 4b + j = contract reduction of in[4j + b] */
