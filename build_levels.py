@@ -24,7 +24,7 @@ LEVELS: dict[str, dict] = {
     "neon": {"arch": AARCH64, "flags": []},  # AdvSIMD is architectural on AArch64
 }
 
-FAMILIES = ("quantize", "hamming", "dot8", "rescore")
+FAMILIES = ("quantize", "hamming", "dot8", "rescore", "f32")
 
 
 def macro(level: str) -> str:

@@ -32,7 +32,7 @@ from build_levels import FAMILIES, LEVELS, macro  # noqa: E402  (the one flags t
 
 SCALAR_SOURCES = [f"{CSRC}/{fam}/scalar.c" for fam in FAMILIES]
 HEADERS = [f"{CSRC}/{h}" for h in ("quantlib.h", "levels.h", "ql_internal.h", "drivers/scan.inc",
-                                   "drivers/rescore.inc", "drivers/quantize.inc",
+                                   "drivers/rescore.inc", "drivers/quantize.inc", "drivers/f32.inc",
                                    "drivers/avx512_icl.h")]
 
 # (source, extra flags, macro telling levels.h the level is compiled in)

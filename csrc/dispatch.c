@@ -379,3 +379,38 @@ int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t
     for (size_t i = 0; i < nq * kk; i++) out_score[i] = -out_score[i];
     return QL_OK;
 }
+
+int ql_f32_topk(const float *q, size_t nq, const float *c, size_t nc, size_t d, size_t k,
+                int64_t id_offset, float *out_score, int64_t *out_ids, int *nonfinite) {
+    if (nonfinite) *nonfinite = 0;
+    if (d == 0) return QL_EINVAL;
+    if (nq == 0) return QL_OK;
+    size_t kk = k < nc ? k : nc;
+    if (kk == 0) return QL_OK;
+    const ql_kernels_t *kt = active();
+    size_t qb = nq < QL_TOPK_QBLOCK ? nq : QL_TOPK_QBLOCK;
+    ql_topk_t *st = ql_topk_alloc(qb, kk);
+    if (!st) return QL_ENOMEM;
+    int bad = 0;
+    /* the keys are written into out_score's storage (int32 and float have one
+     * size), then turned back into floats in place */
+    int32_t *keys = (int32_t *)(void *)out_score;
+    for (size_t q0 = 0; q0 < nq; q0 += qb) {
+        size_t nb = nq - q0 < qb ? nq - q0 : qb;
+        for (size_t i = 0; i < nb; i++) {
+            st[i].size = 0;
+            st[i].thr = INT32_MAX;
+        }
+        kt->f32.f32_topk(q + q0 * d, nb, c, nc, d, id_offset, st, &bad);
+        for (size_t i = 0; i < nb; i++)
+            (void)ql_topk_finish(&st[i], keys + (q0 + i) * kk, out_ids + (q0 + i) * kk);
+    }
+    ql_topk_free(st);
+    for (size_t i = 0; i < nq * kk; i++) {
+        int32_t kv;
+        memcpy(&kv, &out_score[i], sizeof kv);
+        out_score[i] = ql_f32_unkey(kv);
+    }
+    if (nonfinite) *nonfinite = bad;
+    return QL_OK;
+}

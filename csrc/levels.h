@@ -57,35 +57,40 @@
     F(17, "asimddp", 0, 0, 0, 0)
 
 /* Kernel families and their slots: S(family, slot) */
-#define QL_FAMILIES(F) F(quantize) F(hamming) F(dot8) F(rescore)
+#define QL_FAMILIES(F) F(quantize) F(hamming) F(dot8) F(rescore) F(f32)
 #define QL_SLOTS(S)                                                                        \
     S(quantize, pack_sign_f32) S(quantize, pack_sign_f64) S(quantize, quantize_f32)        \
     S(quantize, quantize_f64) S(quantize, minmax_f32) S(quantize, minmax_f64)              \
     S(hamming, hamming_matrix) S(hamming, hamming_topk)                                    \
     S(dot8, dot_matrix) S(dot8, dot_topk)                                                  \
-    S(rescore, rescore_codes) S(rescore, rescore_bits)
+    S(rescore, rescore_codes) S(rescore, rescore_bits)                                     \
+    S(f32, f32_topk)
 
 /* P(family, ID, name): level ID links csrc/<family>/<name>.c, which exports
  * `const ql_<family>_ops_t ql_ops_<family>_<name>` (a NULL slot falls back too).
  * setup.py defines QL_HAVE_<ID> for every level it compiles. */
 #define QL_PROVIDES_SCALAR(P) \
-    P(quantize, SCALAR, scalar) P(hamming, SCALAR, scalar) P(dot8, SCALAR, scalar) P(rescore, SCALAR, scalar)
+    P(quantize, SCALAR, scalar) P(hamming, SCALAR, scalar) P(dot8, SCALAR, scalar) P(rescore, SCALAR, scalar) \
+        P(f32, SCALAR, scalar)
 #if defined(QL_HAVE_AVX2)
 #define QL_PROVIDES_AVX2(P) \
-    P(quantize, AVX2, avx2) P(hamming, AVX2, avx2) P(dot8, AVX2, avx2) P(rescore, AVX2, avx2)
+    P(quantize, AVX2, avx2) P(hamming, AVX2, avx2) P(dot8, AVX2, avx2) P(rescore, AVX2, avx2) \
+        P(f32, AVX2, avx2)
 #else
 #define QL_PROVIDES_AVX2(P)
 #endif
 #if defined(QL_HAVE_AVX512_ICL)
 #define QL_PROVIDES_AVX512_ICL(P)                                                        \
     P(quantize, AVX512_ICL, avx512_icl) P(hamming, AVX512_ICL, avx512_icl)               \
-    P(dot8, AVX512_ICL, avx512_icl) P(rescore, AVX512_ICL, avx512_icl)
+    P(dot8, AVX512_ICL, avx512_icl) P(rescore, AVX512_ICL, avx512_icl)                   \
+    P(f32, AVX512_ICL, avx512_icl)
 #else
 #define QL_PROVIDES_AVX512_ICL(P)
 #endif
 #if defined(QL_HAVE_NEON)
 #define QL_PROVIDES_NEON(P) \
-    P(quantize, NEON, neon) P(hamming, NEON, neon) P(dot8, NEON, neon) P(rescore, NEON, neon)
+    P(quantize, NEON, neon) P(hamming, NEON, neon) P(dot8, NEON, neon) P(rescore, NEON, neon) \
+        P(f32, NEON, neon)
 #else
 #define QL_PROVIDES_NEON(P)
 #endif

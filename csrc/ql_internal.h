@@ -9,6 +9,7 @@
 #define QL_INTERNAL_H
 
 #include <limits.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -90,6 +91,14 @@ typedef struct ql_rescore_ops {
                          size_t ld, uint8_t xor_mask, const int64_t *ids, size_t m,
                          double *out);
 } ql_rescore_ops_t;
+
+typedef struct ql_f32_ops {
+    /* Inner-product top-k of float32 rows, key pushed = ql_f32_key(score)
+     * (the scores of the contract below).  *nonfinite |= 1 if any score of a
+     * pushed-or-filtered pair was NaN or +-inf (the results are then void). */
+    void (*f32_topk)(const float *q, size_t nq, const float *c, size_t nc, size_t d,
+                     int64_t id_offset, ql_topk_t *states, int *nonfinite);
+} ql_f32_ops_t;
 
 /* A level's complete (resolved) table: every slot set. */
 typedef struct ql_kernels {
@@ -190,6 +199,52 @@ static inline double ql_rescore_bits_tail(double s[8], const double *qi, const u
         s[j & 7] = s[j & 7] + v;
     }
     return ql_reduce8(s);
+}
+
+/* ---- float32 inner-product contract (family f32) -------------------------
+ * Summation order, identical on every level so float32 scores are
+ * bit-identical across ISAs, thread counts, blocks and shards:
+ *   - the row is zero-padded to a multiple of 16 dims; lane L (0..15)
+ *     accumulates dims L, L+16, L+32, ... in increasing order, each step one
+ *     fused multiply-add acc = fma(q[j], c[j], acc) (C99 fmaf), acc from +0;
+ *   - the 16 lanes are reduced by a fixed tree:
+ *       t[i] = s[i] + s[i+8] (i < 8), u[i] = t[i] + t[i+4] (i < 4),
+ *       v[i] = u[i] + u[i+2] (i < 2), score = v[0] + v[1];
+ *   - then score + 0.0f (turns -0 into +0, so equal scores have equal keys).
+ * Keys (ql_topk keeps int32 keys, ascending): an order-preserving bijection of
+ * the non-NaN floats onto int32, reversed so higher scores get lower keys:
+ *   m = bits ^ ((bits >> 31) & 0x7fffffff)   (signed order == float order)
+ *   key = ~m                                 (descending; no overflow: ~ is exact)
+ * +inf -> -2139095041, -inf -> 2139095040 < INT32_MAX, so every key can enter. */
+static inline float ql_f32_reduce16(const float s[16]) {
+    float t[8], u[4], v[2];
+    for (int i = 0; i < 8; i++) t[i] = s[i] + s[i + 8];
+    for (int i = 0; i < 4; i++) u[i] = t[i] + t[i + 4];
+    for (int i = 0; i < 2; i++) v[i] = u[i] + u[i + 2];
+    return (v[0] + v[1]) + 0.0f;
+}
+static inline int32_t ql_f32_key(float score) {
+    int32_t b;
+    memcpy(&b, &score, 4);
+    int32_t m = b ^ (int32_t)((uint32_t)(b >> 31) & 0x7fffffffu);
+    return ~m;
+}
+static inline float ql_f32_unkey(int32_t key) {
+    int32_t m = ~key;
+    int32_t b = m ^ (int32_t)((uint32_t)(m >> 31) & 0x7fffffffu);
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+/* 64-byte aligned scratch (C11 aligned_alloc wants a multiple of the alignment) */
+static inline void *ql_aligned_alloc(size_t bytes) {
+    if (bytes == 0 || bytes > SIZE_MAX - 63) return NULL;
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+static inline void ql_aligned_free(void *p) { free(p); }
+/* 1 if the float with these bits is NaN or +-inf */
+static inline unsigned ql_f32_nonfinite_bits(int32_t b) {
+    return ((uint32_t)b & 0x7f800000u) == 0x7f800000u;
 }
 
 /* The tile-size rule of the scan drivers: corpus rows per cache tile (reused

@@ -152,6 +152,16 @@ int ql_rescore_bits(const double *q, size_t nq, size_t d, const uint8_t *codes,
                     size_t ld, size_t n_rows, uint8_t xor_mask, const int64_t *ids,
                     size_t m, double *out);
 
+/* ---- float32 inner products ------------------------------------------- */
+/* Top-k by descending float32 inner product (the summation contract of
+ * ql_internal.h: 16 lanes of fmaf, fixed reduction tree; identical on every
+ * level), ties to the lower id; out_score / out_ids nq x kk, kk = min(k, nc).
+ * *nonfinite (may be NULL) is set to 1 if any score was NaN or +-inf (a
+ * non-finite input or an overflow; the outputs are then meaningless), else 0.
+ * Returns QL_OK, QL_ENOMEM, or QL_EINVAL if d is 0. */
+int ql_f32_topk(const float *q, size_t nq, const float *c, size_t nc, size_t d, size_t k,
+                int64_t id_offset, float *out_score, int64_t *out_ids, int *nonfinite);
+
 #ifdef __cplusplus
 }
 #endif

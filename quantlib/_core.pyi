@@ -44,6 +44,10 @@ def dot_topk(
     q: npt.NDArray[np.uint8], c: npt.NDArray[np.uint8], is_signed: bool, k: int, id_offset: int,
     out_score: npt.NDArray[np.int32], out_ids: npt.NDArray[np.int64],
 ) -> None: ...
+def f32_topk(
+    q: npt.NDArray[np.float32], c: npt.NDArray[np.float32], k: int, id_offset: int,
+    out_score: npt.NDArray[np.float32], out_ids: npt.NDArray[np.int64],
+) -> bool: ...
 def rescore_codes(
     w: npt.NDArray[np.float64], codes: npt.NDArray[np.uint8], is_signed: bool,
     ids: npt.NDArray[np.int64], out: npt.NDArray[np.float64],

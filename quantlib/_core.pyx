@@ -43,6 +43,8 @@ cdef extern from "quantlib.h" nogil:
     int ql_dot_topk(const uint8_t *q, size_t nq, const uint8_t *c, size_t nc, size_t d,
                     int is_signed, size_t k, int64_t id_offset,
                     int32_t *out_score, int64_t *out_ids)
+    int ql_f32_topk(const float *q, size_t nq, const float *c, size_t nc, size_t d, size_t k,
+                    int64_t id_offset, float *out_score, int64_t *out_ids, int *nonfinite)
     int ql_rescore_codes(const double *w, size_t nq, size_t d, const uint8_t *codes,
                          size_t ld, size_t n_rows, int is_signed, const int64_t *ids, size_t m,
                          double *out)
@@ -275,6 +277,27 @@ def dot_topk(const uint8_t[:, ::1] q, const uint8_t[:, ::1] c, bint is_signed, s
         rc = ql_dot_topk(&q[0, 0], nq, &c[0, 0], nc, d, is_signed, k, id_offset,
                          &out_score[0, 0], &out_ids[0, 0])
     _check(rc)
+
+
+def f32_topk(const float[:, ::1] q, const float[:, ::1] c, size_t k, int64_t id_offset,
+             float[:, ::1] out_score, int64_t[:, ::1] out_ids):
+    """Fused float32 inner-product top-k (descending score, ties to the lower
+    id; the summation contract of csrc/ql_internal.h).  Returns True if every
+    score was finite, False if one was NaN or +-inf (outputs then void)."""
+    cdef size_t nq = q.shape[0], nc = c.shape[0], d = q.shape[1]
+    cdef int rc = 0, bad = 0
+    _need(c.shape[1] == q.shape[1], "q and c must have the same width")
+    _need(out_score.shape[0] == q.shape[0] and <size_t>out_score.shape[1] == min(k, nc)
+          and out_ids.shape[0] == q.shape[0] and out_ids.shape[1] == out_score.shape[1],
+          "out_score / out_ids must be (nq, min(k, nc))")
+    _need(d > 0, "float32 rows must have at least one dimension")
+    if nq == 0 or nc == 0 or k == 0:
+        return True
+    with nogil:
+        rc = ql_f32_topk(&q[0, 0], nq, &c[0, 0], nc, d, k, id_offset,
+                         &out_score[0, 0], &out_ids[0, 0], &bad)
+    _check(rc)
+    return bad == 0
 
 
 # ---- rescoring ----------------------------------------------------------

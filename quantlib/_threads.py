@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-__all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel", "set_num_threads", "get_num_threads",
-           "blas_limit"]
+__all__ = ["usable_cores", "resolve_threads", "split_range", "run_parallel", "set_num_threads", "get_num_threads"]
 
 _POOL: Optional[ThreadPoolExecutor] = None
 _POOL_LOCK = threading.Lock()
@@ -40,7 +39,7 @@ def set_num_threads(threads: Optional[int]) -> None:
     when that environment variable is set). Under a pre-forking server with N
     workers, ``set_num_threads(1)`` (or ``QUANTLIB_NUM_THREADS=1``) keeps each
     request on its worker's core. An explicit ``threads=`` argument still wins.
-    numpy's BLAS (float32 search) is bounded too when threadpoolctl is installed.
+    Every kernel, the float32 search included, runs on quantlib's own threads.
     """
     global _DEFAULT_THREADS
     _DEFAULT_THREADS = None if threads is None else _check_count(threads, "threads")
@@ -73,27 +72,6 @@ def resolve_threads(threads: Optional[int], name: str = "threads") -> int:
         env = _env_threads()
         return env if env is not None else usable_cores()
     return _check_count(threads, name)
-
-
-_BLAS: Any = None  # threadpoolctl controller, made once (None: not tried yet, False: unavailable)
-
-
-def blas_limit(threads: int):
-    """A context that bounds numpy's BLAS to ``threads`` threads (threadpoolctl,
-    an optional dependency); a no-op context when threadpoolctl is missing."""
-    global _BLAS
-    if _BLAS is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS = ThreadpoolController()
-        except Exception:  # not installed, or no BLAS it knows
-            _BLAS = False
-    if _BLAS is False:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return _BLAS.limit(limits=threads, user_api="blas")
 
 
 def split_range(n: int, parts: int, align: int = 1) -> List[Tuple[int, int]]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from . import _precision as P
-from ._threads import blas_limit, resolve_threads, run_parallel, split_range
+from ._threads import resolve_threads, run_parallel, split_range
 from ._validate import (
     as_2d,
     check_codes,
@@ -125,62 +125,70 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
 
 
 def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optional[np.ndarray] = None):
-    """Inner-product top-k with numpy BLAS, exact ordering rules; the queries
-    go through in blocks so the scratch memory does not grow with them."""
-    nq = q.shape[0]
-    with blas_limit(threads):  # threads= bounds numpy's BLAS too (when threadpoolctl is installed)
-        if nq <= _FLOAT_QUERY_BLOCK:
-            return _float_topk_block(q, c, k, c_src)
-        kk = min(k, c.shape[0])
-        vals = np.empty((nq, kk), np.float32)
-        idx = np.empty((nq, kk), np.int64)
-        for a in range(0, nq, _FLOAT_QUERY_BLOCK):
-            b = min(nq, a + _FLOAT_QUERY_BLOCK)
-            vals[a:b], idx[a:b] = _float_topk_block(q[a:b], c, k, c_src)
-        return vals, idx
+    """Inner-product top-k of C-contiguous float32 arrays with the fused C kernel
+    (csrc/f32: register-tiled FMA products, selection inside the scan, no score
+    matrix). Every score is computed in one fixed summation order per row (16
+    FMA lanes, a fixed reduction tree), so the result does not depend on the
+    thread count, the corpus split or the ISA level. Threads: split the queries
+    when there are many, else split the corpus and merge the partial lists."""
+    return _float_topk_block(q, c, k, c_src, threads=threads)
 
 
-def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.ndarray] = None):
-    nq = q.shape[0]
+def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.ndarray] = None, *,
+                      threads: int = 1):
+    nq, d = q.shape
     nc = c.shape[0]
     kk = min(k, nc)
-    best_v = np.empty((nq, 0), np.float32)
-    best_i = np.empty((nq, 0), np.int64)
-    for s in range(0, nc, _FLOAT_BLOCK):
-        block = c[s : s + _FLOAT_BLOCK]
-        with np.errstate(over="ignore", invalid="ignore"):  # reported below as ValueError
-            scores = q @ block.T  # (nq, b) float32
-        if not np.isfinite(scores).all():
-            # NaN scores would break the >= threshold selection below, and an
-            # overflowed score (+-inf) no longer ranks by its true value
-            bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
-            if bad.size:
-                r = s + int(bad[0])
-                if c_src is not None and c_src is not c and np.isfinite(c_src[r]).all():
-                    raise ValueError(f"corpus row {r} overflows float32 (a {c_src.dtype} value beyond ±3.4e38 "
-                                     "becomes infinite); scale the embeddings down")
-                raise ValueError(f"corpus contains NaN or infinite values (e.g. row {r})")
+
+    def run(qa: np.ndarray, ca: np.ndarray, offset: int):
+        kq = min(k, ca.shape[0])
+        vals = np.empty((qa.shape[0], kq), np.float32)
+        idx = np.empty((qa.shape[0], kq), np.int64)
+        finite = _core.f32_topk(qa, ca, kq, offset, vals, idx)
+        return vals, idx, finite
+
+    work = nq * nc * d * 4
+    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+        vals, idx, finite = run(q, c, 0)
+    elif nq >= 8 * threads:
+        chunks = split_range(nq, threads)
+        parts = run_parallel(lambda a, b: run(q[a:b], c, 0), chunks)
+        finite = all(p[2] for p in parts)
+        vals = np.concatenate([p[0] for p in parts])
+        idx = np.concatenate([p[1] for p in parts])
+    else:
+        chunks = split_range(nc, threads, align=64)
+        parts = run_parallel(lambda a, b: run(q, c[a:b], a), chunks)
+        finite = all(p[2] for p in parts)
+        if finite:
+            vals, idx = merge_topk(np.concatenate([p[0] for p in parts], axis=1),
+                                   np.concatenate([p[1] for p in parts], axis=1), kk, descending=True)
+    if not finite:
+        _raise_nonfinite(q, c, c_src)
+    return vals, idx
+
+
+def _raise_nonfinite(q: np.ndarray, c: np.ndarray, c_src: Optional[np.ndarray]):
+    """The kernel saw a NaN or infinite score: say why (error path only)."""
+    step = 16384
+    for s in range(0, c.shape[0], step):
+        block = c[s : s + step]
+        bad = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        if bad.size:
+            r = s + int(bad[0])
+            if c_src is not None and c_src is not c and np.isfinite(c_src[r]).all():
+                raise ValueError(f"corpus row {r} overflows float32 (a {c_src.dtype} value beyond ±3.4e38 "
+                                 "becomes infinite); scale the embeddings down")
+            raise ValueError(f"corpus contains NaN or infinite values (e.g. row {r})")
+    for s in range(0, c.shape[0], step):
+        block = c[s : s + step]
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(q.astype(np.float64) @ block.astype(np.float64).T).all() and \
+                np.isfinite(q @ block.T).all()
+        if not ok:
             raise ValueError("float32 inner products overflowed (|query . row| beyond 3.4e38, first in corpus rows "
                              f"{s}..{s + block.shape[0] - 1}); scale the embeddings down")
-        b = scores.shape[1]
-        kb = min(kk, b)
-        if kb < b:
-            # threshold = k-th largest; keep every score >= it (ties included)
-            thr = -np.partition(-scores, kb - 1, axis=1)[:, kb - 1]
-            rows, cols = np.nonzero(scores >= thr[:, None])
-            vals = scores[rows, cols]
-            order = np.lexsort((cols, -vals, rows))
-            rows, cols, vals = rows[order], cols[order], vals[order]
-            starts = np.searchsorted(rows, np.arange(nq))
-            pos = starts[:, None] + np.arange(kb)[None, :]
-            cand_v = vals[pos]
-            cand_i = cols[pos].astype(np.int64) + s
-        else:
-            cand_v = scores
-            cand_i = np.broadcast_to(np.arange(s, s + b, dtype=np.int64), scores.shape)
-        best_v, best_i = merge_topk(np.concatenate([best_v, cand_v], axis=1),
-                                    np.concatenate([best_i, cand_i], axis=1), kk, descending=True)
-    return best_v.astype(np.float32, copy=False), best_i
+    raise ValueError("float32 inner products overflowed (|query . row| beyond 3.4e38); scale the embeddings down")
 
 
 def _topk(q: np.ndarray, c: np.ndarray, k: int, rec: "P.Precision", threads: int,

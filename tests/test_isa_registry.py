@@ -79,11 +79,11 @@ def test_every_slot_served(level):
     with use_isa(level):
         kl = _core.kernel_levels()
         cfg = quantlib.show_config(print_out=False)
-    assert len(kl) == 12 and {f for f, _ in kl.values()} == {"quantize", "hamming", "dot8", "rescore"}
+    assert len(kl) == 13 and {f for f, _ in kl.values()} == {"quantize", "hamming", "dot8", "rescore", "f32"}
     usable = set(quantlib.available_isas())
     for slot, (family, served) in kl.items():
         assert served in usable, (slot, served)
-    assert set(cfg["kernel_levels"]) == {"quantize", "hamming", "dot8", "rescore"}
+    assert set(cfg["kernel_levels"]) == {"quantize", "hamming", "dot8", "rescore", "f32"}
     assert cfg["active_isa"] == level
 
 

@@ -182,7 +182,7 @@ def test_rescore_specials(isa, rng, d):
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 _BASE = ["-std=c11", "-O2", "-ffp-contract=off", f"-I{CSRC}"]
-_FAMILIES = ("quantize", "hamming", "dot8", "rescore")
+_FAMILIES = ("quantize", "hamming", "dot8", "rescore", "f32")
 _COMMON = [str(CSRC / f / "scalar.c") for f in _FAMILIES] + [str(CSRC / f) for f in ("dispatch.c", "topk.c")]
 
 

@@ -64,21 +64,23 @@ def test_environment_variable():
     assert r.returncode != 0 and "QUANTLIB_NUM_THREADS must be a positive integer, got 'lots'" in r.stderr
 
 
-def test_float32_threads_bound_blas():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    seen = []
-    c = np.random.default_rng(1).standard_normal((2000, 32)).astype(np.float32)
+def test_float32_search_honours_threads(monkeypatch):
+    """The float32 path runs quantlib's fused kernel on quantlib's threads (it
+    used to call numpy's BLAS, whose own threads ignored threads=)."""
     S = sys.modules["quantlib.search"]
+    calls = []
+    real = S._core.f32_topk
 
-    orig = S._float_topk_block
+    def spy(q, c, *a):
+        calls.append((q.shape[0], c.shape[0]))
+        return real(q, c, *a)
 
-    def spy(*a, **kw):
-        seen.append([i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"])
-        return orig(*a, **kw)
-
-    S._float_topk_block = spy
-    try:
-        quantlib.search(c[:4], c, 3, precision="float32", threads=1)
-    finally:
-        S._float_topk_block = orig
-    assert seen and seen[0] and all(n == 1 for n in seen[0]), seen
+    monkeypatch.setattr(S._core, "f32_topk", spy)
+    c = np.random.default_rng(1).standard_normal((20_000, 64)).astype(np.float32)
+    one = quantlib.search(c[:4], c, 3, precision="float32", threads=1)
+    assert calls == [(4, 20_000)]
+    calls.clear()
+    two = quantlib.search(c[:4], c, 3, precision="float32", threads=2)
+    assert len(calls) == 2 and sum(n for _, n in calls) == 20_000  # the corpus split in two
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])

@@ -23,6 +23,7 @@ What it checks (x86-64; `objdump -d -w`, AT&T syntax, raw bytes):
     A3  hamming/avx512_icl.o contains vpopcntq (VPOPCNTDQ Hamming kernel)
     A4  dot8/avx512_icl.o contains vpdpbusd (VNNI int8 dot kernel)
     A5  every <family>/avx512_icl.o uses zmm registers
+    A6  f32/avx2.o has vfmadd*ps on ymm and f32/avx512_icl.o on zmm (fused float32 kernel)
   Linking hazards:
     L1  no weak / COMDAT function definitions in the ISA objects, and no global function defined
         both in an ISA object and in a baseline object (the linker could keep the AVX copy and a
@@ -261,6 +262,11 @@ def main() -> int:
                 rep.check("A4", mn["vpdpbusd"] + mn["vpdpbusds"] > 0,
                           f"{name}: contains vpdpbusd ({mn['vpdpbusd'] + mn['vpdpbusds']})")
             rep.check("A5", zmm > 0, f"{name}: uses zmm registers ({zmm} instructions)")
+        if rel.startswith("csrc/f32/") and level in ("avx2", "avx512_icl"):
+            reg = YMM if level == "avx2" else ZMM
+            nfma = sum(1 for i in ins if i.mnem.startswith("vfmadd") and i.mnem.endswith("ps")
+                       and reg.search(i.ops))
+            rep.check("A6", nfma > 0, f"{name}: {nfma} vfmadd*ps on {'ymm' if level == 'avx2' else 'zmm'}")
         weak = sorted(f for f, b in funcs.items() if b in "Wwiu")
         dup = sorted(f for f, b in funcs.items() if b == "T" and f in base_funcs)
         rep.check("L1", not weak and not dup,
