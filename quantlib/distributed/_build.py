@@ -30,23 +30,11 @@ _NO_WORKER_GRACE = 60.0
 
 
 def build_sharded(
-    data: Any,
-    directory: Union[str, os.PathLike],
-    *,
-    n_shards: Optional[int] = None,
-    shard_sizes: Optional[Sequence[int]] = None,
-    precision: str = "ubinary",
-    rescore: bool = False,
-    rescore_precision: str = "int8",
-    ranges: Optional[Any] = None,
-    ids: Optional[Any] = None,
-    dim: Optional[int] = None,
-    client: Optional[Client] = None,
-    progress: Progress = False,
-    chunk_size: int = 65536,
-    threads: int = 1,
-    overwrite: bool = False,
-    timeout: Optional[float] = 3600.0,
+    data: Any, directory: Union[str, os.PathLike], *, n_shards: Optional[int] = None,
+    shard_sizes: Optional[Sequence[int]] = None, precision: str = "ubinary", rescore: bool = False,
+    rescore_precision: str = "int8", ranges: Optional[Any] = None, ids: Optional[Any] = None,
+    dim: Optional[int] = None, client: Optional[Client] = None, progress: Progress = False,
+    chunk_size: int = 65536, threads: int = 1, overwrite: bool = False, timeout: Optional[float] = 3600.0,
     retries: int = 2,
 ) -> "ShardedIndex":
     """Quantize a large matrix into shard files in parallel on a Dask cluster.
@@ -54,24 +42,20 @@ def build_sharded(
     Parameters
     ----------
     data : numpy.ndarray, numpy.memmap or dask.array.Array, shape (N, d)
-        Float embeddings, or codes of ``precision`` (int8/uint8 scalar codes,
-        int8/uint8 packed bits) for an index. A C-contiguous ``np.memmap`` is
-        reopened by path on the workers (the file must be readable there); a
-        dask array is computed block by block on the workers; other arrays
-        are scattered to the workers shard by shard.
+        Float embeddings, or codes of ``precision`` for an index. A C-contiguous
+        ``np.memmap`` is reopened by path on the workers; a dask array is
+        computed block by block there; other arrays are scattered to them.
     directory : path
         Where the shard files (``shard-00000.qlx``, ...) and ``manifest.json``
         go; created if needed, on a filesystem the workers share.
-    n_shards : int, optional
+    n_shards, shard_sizes : int or sequence of int, optional
         Contiguous shards of near-equal size (the first ``N % S`` get one
-        extra row). Default: one per worker.
-    shard_sizes : sequence of int, optional
-        Explicit rows per shard instead (sum ``N``; zeros allowed).
-    precision : {"ubinary", "binary", "int8", "uint8", "float32"}
-        Precision of index shards; ``"ubinary"`` with ``rescore=True``.
-    rescore : bool
-        Build :class:`~quantlib.RescorePipeline` shards from float data.
-    rescore_precision : {"int8", "uint8"}
+        extra row; default: one per worker), or explicit rows per shard (sum
+        ``N``; zeros allowed).
+    precision, rescore, rescore_precision : str, bool, str
+        Index shards of ``precision``; or, with ``rescore=True``,
+        :class:`~quantlib.RescorePipeline` shards (``precision="ubinary"``,
+        ``rescore_precision`` ``"int8"`` or ``"uint8"``) from float data.
     ranges : array_like, shape (2, d), optional
         Calibration ranges for int8/uint8 codes. Default (float data): the
         global per-dimension min/max over **all** rows (one parallel pass), so
@@ -85,10 +69,9 @@ def build_sharded(
     progress : bool or callable
         True: a tqdm bar over rows; a callable gets ``(rows_done, rows_total)``
         after each shard.
-    chunk_size : int
-        Rows read, quantized and written at a time on a worker.
-    threads : int
-        quantlib threads per build task (default 1).
+    chunk_size, threads : int
+        Rows read, quantized and written at a time on a worker; quantlib
+        threads per build task (default 1).
     overwrite : bool
         Replace an existing manifest (removed first, so a failed rebuild never
         leaves a manifest pointing at half-rebuilt shards).
@@ -124,24 +107,26 @@ def build_sharded(
                        threads=threads, n_workers=lambda: len(_live_workers(client)))
     directory, mpath = _prepare_directory(directory, overwrite)
     ctx = _BuildContext(client, plan, directory, deadline, timeout, retries)
-    r = plan.ranges
-    if r is None and plan.needs_ranges:
-        r = _combine_ranges(ctx.run(_minmax_task, "ranges", lambda j: (
-            j, ctx.sources[j], int(plan.starts[j]), plan.chunk_size, plan.threads)))
-    if r is not None:
-        r = np.ascontiguousarray(r, np.float32)
+    r = _calibration_ranges(ctx)
     results = _write_shards(ctx, r, progress)
+    return _write_manifest_and_open(ctx, results, r, mpath)
+
+
+def _write_manifest_and_open(ctx: "_BuildContext", results: List[Dict[str, int]], r: Optional[np.ndarray],
+                             mpath: str) -> "ShardedIndex":
+    """Write the manifest of the built shards, then open them (in the time the deadline leaves)."""
+    plan = ctx.plan
     shards = tuple(ShardInfo(ctx.paths[j], int(res["count"]), int(plan.starts[j]), int(res["bytes"]),
                              int(res["crc32"])) for j, res in enumerate(results))
     m = Manifest(plan.kind, plan.precision, plan.dim, plan.n, plan.ids is not None, shards, r,
                  plan.rescore_precision if plan.kind == "pipeline" else None, mpath)
-    _write_json_atomic(mpath, m.to_json(directory))
+    _write_json_atomic(mpath, m.to_json(os.path.dirname(mpath)))
     rem = ctx.left()
     if rem is not None and rem <= 0:
         raise ShardError(0, ctx.paths[0], TimeoutError(
-            f"build_sharded wrote every shard and the manifest ({mpath}) but timeout={timeout:g} s expired before "
-            "the result could be opened: open it with open_sharded"), what="open")
-    return open_sharded(mpath, client, timeout=rem)
+            f"build_sharded wrote every shard and the manifest ({mpath}) but timeout={ctx.timeout:g} s expired "
+            "before the result could be opened: open it with open_sharded"), what="open")
+    return open_sharded(mpath, ctx.client, timeout=rem)
 
 
 def _prepare_directory(directory: Union[str, os.PathLike], overwrite: bool) -> Tuple[str, str]:
@@ -154,6 +139,16 @@ def _prepare_directory(directory: Union[str, os.PathLike], overwrite: bool) -> T
             raise FileExistsError(f"{mpath} exists; pass overwrite=True to rebuild the sharded index there")
         os.remove(mpath)
     return directory, mpath
+
+
+def _calibration_ranges(ctx: "_BuildContext") -> Optional[np.ndarray]:
+    """The ranges every shard is quantized with: given, or the global min/max from one pass over the shards."""
+    plan = ctx.plan
+    r = plan.ranges
+    if r is None and plan.needs_ranges:
+        r = _combine_ranges(ctx.run(_minmax_task, "ranges", lambda j: (
+            j, ctx.sources[j], int(plan.starts[j]), plan.chunk_size, plan.threads)))
+    return None if r is None else np.ascontiguousarray(r, np.float32)
 
 
 def _write_shards(ctx: "_BuildContext", r: Optional[np.ndarray], progress: Progress) -> List[Dict[str, int]]:

@@ -90,6 +90,31 @@ def _check_pipeline_queries(queries: Any, dim: int) -> Tuple[np.ndarray, bool]:
     return q2, was_1d
 
 
+def _check_search_args(k: Any, retries: Any, threads: Any, timeout: Any, allow_partial: Any,
+                       stats: Any) -> Tuple[int, int, int, Optional[float]]:
+    """The checked (k, retries, threads, timeout) of :meth:`ShardedIndex.search`."""
+    k = check_k(k)
+    retries = _check_retries(retries)
+    threads = check_k(threads, "threads")
+    timeout = _check_timeout(timeout)
+    if not isinstance(allow_partial, (bool, np.bool_)):
+        raise TypeError(f"allow_partial must be a bool, got {type(allow_partial).__name__}")
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"stats must be a dict or None, got {type(stats).__name__}")
+    return k, retries, threads, timeout
+
+
+def _finish_stats(st: Dict[str, Any], answered: np.ndarray, t_start: float, stats: Optional[dict]) -> None:
+    """Totals of a search's statistics, copied into the caller's ``stats`` dict when given."""
+    st["failed_shards"] = [i for i in range(answered.shape[1]) if answered.shape[0] and not answered[0, i]]
+    st["bytes_sent"] = sum(r["bytes_sent"] for r in st["rounds"])
+    st["bytes_received"] = sum(r["bytes_received"] for r in st["rounds"])
+    st["total_seconds"] = time.perf_counter() - t_start
+    if stats is not None:
+        stats.clear()
+        stats.update(st)
+
+
 class ShardedIndex:
     """Exact search over shard files served by Dask actors.
 
@@ -177,7 +202,7 @@ class ShardedIndex:
             Pipelines only. ``"exact"``: two rounds, equal to
             :meth:`RescorePipeline.search`. ``"local"``: one round, each
             shard rescores its own top ``k * rescore_multiplier``; not
-            identical (see the module docstring).
+            identical (see docs/distributed.md).
         allow_partial : bool
             False (default): a shard without an answer raises
             :class:`ShardError`. True: return ``(values, ids, answered)``.
@@ -215,14 +240,7 @@ class ShardedIndex:
         t_start = time.perf_counter()
         if self._pool.closed:
             raise RuntimeError("this ShardedIndex is closed")
-        k = check_k(k)
-        retries = _check_retries(retries)
-        threads = check_k(threads, "threads")
-        timeout = _check_timeout(timeout)
-        if not isinstance(allow_partial, (bool, np.bool_)):
-            raise TypeError(f"allow_partial must be a bool, got {type(allow_partial).__name__}")
-        if stats is not None and not isinstance(stats, dict):
-            raise TypeError(f"stats must be a dict or None, got {type(stats).__name__}")
+        k, retries, threads, timeout = _check_search_args(k, retries, threads, timeout, allow_partial, stats)
         st: Dict[str, Any] = {"rounds": [], "retries": 0, "failed_shards": [], "merge_seconds": 0.0}
         run = (retries, timeout, threads, allow_partial, st)
         if self.manifest.kind == "index":
@@ -234,13 +252,7 @@ class ShardedIndex:
                 raise ValueError(f"rescore_mode must be 'exact' or 'local', got {rescore_mode!r}")
             q2, was_1d = _check_pipeline_queries(queries, self.manifest.dim)
             vals, ids, answered = self._search_pipeline(q2, k, mult, rescore_mode, *run)
-        st["failed_shards"] = [i for i in range(self.n_shards) if answered.shape[0] and not answered[0, i]]
-        st["bytes_sent"] = sum(r["bytes_sent"] for r in st["rounds"])
-        st["bytes_received"] = sum(r["bytes_received"] for r in st["rounds"])
-        st["total_seconds"] = time.perf_counter() - t_start
-        if stats is not None:
-            stats.clear()
-            stats.update(st)
+        _finish_stats(st, answered, t_start, stats)
         if was_1d:
             vals, ids, answered = vals[0], ids[0], answered[0]
         return (vals, ids, answered) if allow_partial else (vals, ids)
