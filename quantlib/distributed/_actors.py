@@ -199,6 +199,7 @@ class _ShardPool:
         return _Server(fut, actor, worker)
 
     def live(self, i: int) -> _Server:
+        """Shard i's actor, re-created first when it is gone or on a worker that looked lost."""
         if self.closed:
             raise RuntimeError("this ShardedIndex is closed")
         srv = self._servers[i]
@@ -207,7 +208,7 @@ class _ShardPool:
         return srv
 
     def respawn(self, i: int, failed: Optional[_Server], lost: bool = False,
-                 timeout: Optional[float] = None) -> _Server:
+                timeout: Optional[float] = None) -> _Server:
         """Re-create shard i's actor, preferably on another live worker.
 
         ``lost``: the failure looked like a lost worker (connection error or
@@ -244,8 +245,8 @@ class _ShardPool:
                 pass
         return srv
 
-    def round(self, method: str, args: Dict[int, tuple], retries: int, timeout: Optional[float],
-               allow_partial: bool, st: Dict[str, Any]) -> Tuple[Dict[int, Any], Dict[int, ShardError]]:
+    def run_round(self, method: str, args: Dict[int, tuple], retries: int, timeout: Optional[float],
+                  allow_partial: bool, st: Dict[str, Any]) -> Tuple[Dict[int, Any], Dict[int, ShardError]]:
         """Call ``method`` on the given shards concurrently; retry failures.
 
         Returns the results and the failures (ShardError per shard); without

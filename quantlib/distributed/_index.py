@@ -287,8 +287,8 @@ class ShardedIndex:
         answered = np.ones((nq, self.n_shards), bool)
         if nq == 0:
             return np.empty((0, width), vdtype), np.empty((0, width), np.int64), answered
-        res, fail = self._pool.round("search", {i: (q, k, threads) for i in range(self.n_shards)}, retries,
-                                     timeout, allow_partial, st)
+        res, fail = self._pool.run_round("search", {i: (q, k, threads) for i in range(self.n_shards)}, retries,
+                                         timeout, allow_partial, st)
         answered[:, list(fail)] = False
         parts = [res[i] for i in sorted(res)]
         vals, ids = self._merge(parts, nq, k, descending, vdtype, width, fill, st)
@@ -304,23 +304,23 @@ class ShardedIndex:
             return np.empty((0, width), np.float64), np.empty((0, width), np.int64), answered
         qb = quantize_embeddings(q2, _FIRST_STAGE.name)
         if mode == "local":
-            res, fail = self._pool.round("local_search", {i: (q2, qb, k, mult, threads) for i in range(self.n_shards)},
-                                         retries, timeout, allow_partial, st)
+            own = {i: (q2, qb, k, mult, threads) for i in range(self.n_shards)}
+            res, fail = self._pool.run_round("local_search", own, retries, timeout, allow_partial, st)
             answered[:, list(fail)] = False
             parts = [res[i] for i in sorted(res)]
             vals, ids = self._merge(parts, nq, k, True, np.float64, width, -np.inf, st)
             return vals, ids, answered
         # round 1: global Hamming candidates, exactly RescorePipeline.search's
         kk = k * mult
-        res, fail = self._pool.round("binary_topk", {i: (qb, kk, threads) for i in range(self.n_shards)}, retries,
-                                     timeout, allow_partial, st)
+        res, fail = self._pool.run_round("binary_topk", {i: (qb, kk, threads) for i in range(self.n_shards)},
+                                         retries, timeout, allow_partial, st)
         answered[:, list(fail)] = False
         t0 = time.perf_counter()
         cand = _merge_candidates([res[i] for i in sorted(res)], nq, kk)
         # round 2: every shard rescores the candidates it owns, where its int8 rows live
         args = {i: (q2, local, k, threads) for i, local in _route_candidates(cand, m.shards, fail).items()}
         st["merge_seconds"] += time.perf_counter() - t0
-        res2, fail2 = self._pool.round("rescore", args, retries, timeout, allow_partial, st)
+        res2, fail2 = self._pool.run_round("rescore", args, retries, timeout, allow_partial, st)
         answered[:, list(fail2)] = False
         parts = [res2[i] for i in sorted(res2)]
         vals, ids = self._merge(parts, nq, k, True, np.float64, width, -np.inf, st)
