@@ -277,12 +277,12 @@ def test_stats_count_payload_bytes(built):
 # --------------------------------------------------------------------------- failures (in-process)
 @pytest.fixture
 def hook():
-    """Install quantlib.distributed._SHARD_CALL_HOOK (shared by in-process workers)."""
+    """Install quantlib.distributed._actors._SHARD_CALL_HOOK (shared by in-process workers)."""
     def install(fn):
-        qd._SHARD_CALL_HOOK = fn
+        qd._actors._SHARD_CALL_HOOK = fn
 
     yield install
-    qd._SHARD_CALL_HOOK = None
+    qd._actors._SHARD_CALL_HOOK = None
 
 
 def test_failed_shard_is_retried(built, hook):
@@ -595,14 +595,14 @@ def test_recreated_actor_rejects_a_changed_file(client, twin, hook):
 
 
 def test_actor_checks_the_file_it_actually_loaded(client, twin, monkeypatch):
-    real = qd.load_index
+    real = qd._actors.load_index
     # 1. load_index reports the header CRC of what it read (``_file_crc``): trusted when present
     def wrong_crc(path, mmap=True, **kw):
         obj = real(path, mmap=mmap, **kw)
         obj._file_crc = read_manifest(twin).shards[0].crc32 ^ 1
         return obj
 
-    monkeypatch.setattr(qd, "load_index", wrong_crc)
+    monkeypatch.setattr(qd._actors, "load_index", wrong_crc)
     with pytest.raises(ManifestError, match="changed while the shard was being opened"):
         open_sharded(twin, client, check_files=False)
 
@@ -616,7 +616,7 @@ def test_actor_checks_the_file_it_actually_loaded(client, twin, monkeypatch):
             _swap(twin / "shard-00000.qlx", twin / "shard-00001.qlx")
         return real(path, mmap=mmap, **kw)
 
-    monkeypatch.setattr(qd, "load_index", swapped_during_load)
+    monkeypatch.setattr(qd._actors, "load_index", swapped_during_load)
     with pytest.raises(ManifestError, match=r"shard 0 .*changed while the shard was being opened"):
         open_sharded(twin, client, check_files=False)
     assert swapped
@@ -806,7 +806,7 @@ def test_killed_worker_process(tmp_path):
                     return
                 _os._exit(17)
 
-        _qd._SHARD_CALL_HOOK = die_once
+        _qd._actors._SHARD_CALL_HOOK = die_once
 
     with _cluster(processes=True) as cluster, distributed.Client(cluster) as c:
         build_sharded(X, tmp_path / "s", n_shards=2, client=c).close()
@@ -875,7 +875,7 @@ def _install_build_killer(marker, shard, what):
                 return
             _os._exit(17)
 
-    _qd._BUILD_TASK_HOOK = die_once
+    _qd._tasks._BUILD_TASK_HOOK = die_once
 
 
 def _proc_cluster(n):
@@ -934,7 +934,7 @@ def test_build_survives_worker_deaths_one_worker(tmp_path, monkeypatch):
         assert not (tmp_path / "c" / "manifest.json").exists()
         c.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 3))
         # the only worker dies for good (its nanny does not restart it): a clear error, long before the timeout
-        monkeypatch.setattr(qd, "_NO_WORKER_GRACE", 1.0)
+        monkeypatch.setattr(qd._build, "_NO_WORKER_GRACE", 1.0)
         _arm(c, 1, tmp_path / "k4", 0, "build", restart=False)
         t0 = time.monotonic()
         with pytest.raises(ShardError, match=r"failed to build .*the Dask cluster has had no workers for 1 s"):
@@ -980,7 +980,7 @@ def test_build_timeout(client, tmp_path):
         if i == 1 and what == "build":
             release.wait(30)
 
-    qd._BUILD_TASK_HOOK = stuck  # in-process workers share the module
+    qd._tasks._BUILD_TASK_HOOK = stuck  # in-process workers share the module
     try:
         t0 = time.monotonic()
         with pytest.raises(ShardError, match=r"shard 1 .*failed to build .*TimeoutError: build_sharded did not "
@@ -991,7 +991,7 @@ def test_build_timeout(client, tmp_path):
         assert not (tmp_path / "manifest.json").exists()
     finally:
         release.set()
-        qd._BUILD_TASK_HOOK = None
+        qd._tasks._BUILD_TASK_HOOK = None
 
 
 def test_build_on_a_cluster_without_workers(tmp_path, monkeypatch):
@@ -999,7 +999,7 @@ def test_build_on_a_cluster_without_workers(tmp_path, monkeypatch):
     scales up): a ShardError after the no-worker grace period, not a hang."""
     import time
 
-    monkeypatch.setattr(qd, "_NO_WORKER_GRACE", 0.5)
+    monkeypatch.setattr(qd._build, "_NO_WORKER_GRACE", 0.5)
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0",
                                   silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as c:
         for data in (X, _npy(tmp_path, X)):  # in-memory (nowhere to scatter) and memmap (tasks wait)
