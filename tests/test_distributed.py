@@ -38,7 +38,7 @@ from quantlib.distributed import (  # noqa: E402
 PRECISIONS = ["ubinary", "binary", "int8", "uint8", "float32"]
 DIM = 24  # 24 bits: Hamming distances in [0, 24], so ties are everywhere
 N = 300
-FB = qd._FLOAT_BLOCK  # float32 shards are cut at multiples of this (BLAS blocks)
+FB = qd._FLOAT_BLOCK  # a row count of the old float32 block size: layouts that straddle it
 LAYOUTS = {
     "uneven+empty": [0, 120, 0, 37, 143],
     "even": 3,
@@ -221,9 +221,18 @@ def test_progress_callback_and_tqdm(client, tmp_path):
         pass
 
 
-def test_float32_unaligned_shards_warn(client, tmp_path):
-    with pytest.warns(UserWarning, match="multiples of"):
-        build_sharded(X, tmp_path, shard_sizes=[100, 200], precision="float32", client=client).close()
+def test_float32_shards_at_any_boundary_equal_one_index(client, tmp_path):
+    """float32 scores do not depend on the corpus split (the fused kernel's fixed summation order): shards cut at
+    arbitrary rows give exactly one index's values, ids and tie order, with no warning (warnings are errors here)."""
+    x = _data(1003, seed=4)
+    single = Index(x.shape[1], "float32")
+    single.add(x)
+    q = _queries(x)
+    for sizes in ([100, 200, 703], [1, 0, 1001, 1], [500, 503]):
+        with build_sharded(x, tmp_path / f"f{len(sizes)}-{sizes[0]}", shard_sizes=sizes, precision="float32",
+                           client=client) as sh:
+            for k in (1, 7, 1003 + 2):
+                _eq(sh.search(q, k), single.search(q, k))
 
 
 # --------------------------------------------------------------------------- pipelines

@@ -16,7 +16,6 @@ from .._validate import check_precision
 from ._errors import ManifestError
 from ._files import (_file_ranges, _header_crc_fd, _open_regular, _os_reason, _shard_identity, _within,
                      _write_json_atomic)
-from ._plan import _warn_float_alignment
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = "quantlib-sharded"
@@ -415,8 +414,6 @@ def write_manifest(shard_paths: Sequence[Union[str, os.PathLike]],
     m = Manifest(kind, h0.precision, h0.dim, pos, bool(h0.flags & F.FLAG_IDS), tuple(infos),
                  _file_ranges(infos[0].path, h0), rp, mpath)
     _check_files(m)  # the same checks open_sharded makes (and no file listed twice)
-    if m.kind == "index" and P.PRECISIONS[m.precision].is_float:
-        _warn_float_alignment([s.count for s in infos])
     _write_json_atomic(mpath, m.to_json(os.path.dirname(mpath)))
     return m
 

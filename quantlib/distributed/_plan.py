@@ -4,7 +4,6 @@ disk or the cluster, the shard boundaries, the ranges policy, and the greedy
 placement of shards on workers."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -13,7 +12,6 @@ import numpy as np
 from .. import _precision as P
 from .._validate import check_k, check_precision, to_numpy
 from ..quantization import _coerce_ranges
-from ..search import _FLOAT_BLOCK
 
 _BINARY = P.where(family="bits")
 _SCALAR = P.where(family="scalar")
@@ -76,11 +74,8 @@ def _plan_build(data: Any, *, n_shards: Optional[int], shard_sizes: Optional[Seq
     dim = _check_dim(dim, width, packed)
     chunk_size = check_k(chunk_size, "chunk_size")
     threads = check_k(threads, "threads")
-    float_index = P.PRECISIONS[precision].is_float and not rescore
     n = int(x.shape[0])
-    sizes = _shard_sizes(n, n_shards, shard_sizes, float_index, n_workers)
-    if float_index:
-        _warn_float_alignment(sizes, stacklevel=4)
+    sizes = _shard_sizes(n, n_shards, shard_sizes, n_workers)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     id_arr = _check_ids(ids, n)
     needs_ranges = bool(rescore) or (P.PRECISIONS[precision].needs_ranges and not is_codes)
@@ -139,13 +134,13 @@ def _check_dim(dim: Optional[int], width: int, packed: bool) -> int:
     return 8 * width if packed else width
 
 
-def _shard_sizes(n: int, n_shards: Optional[int], shard_sizes: Optional[Sequence[int]], float_index: bool,
+def _shard_sizes(n: int, n_shards: Optional[int], shard_sizes: Optional[Sequence[int]],
                  n_workers: Callable[[], int]) -> List[int]:
     """Rows per shard: ``shard_sizes`` checked, or ``n_shards`` (default: one per worker) near-equal shards.
 
-    Near-equal: the first ``n % S`` shards get one extra row; float32 index
-    shards are cut at multiples of the float32 search block instead, so BLAS
-    sees the blocks one index sees (the last shards may then be short or empty)."""
+    Near-equal: the first ``n % S`` shards get one extra row. Every precision
+    is cut the same way: float32 scores no longer depend on the corpus split
+    (the fused kernel sums every row in one fixed order)."""
     if n_shards is not None and shard_sizes is not None:
         raise ValueError("pass n_shards or shard_sizes, not both")
     if shard_sizes is not None:
@@ -162,10 +157,6 @@ def _shard_sizes(n: int, n_shards: Optional[int], shard_sizes: Optional[Sequence
     if n_shards is None:
         n_shards = max(1, n_workers())
     n_shards = check_k(n_shards, "n_shards")
-    if float_index:
-        step = -(-n // n_shards)
-        step = -(-step // _FLOAT_BLOCK) * _FLOAT_BLOCK
-        return [max(0, min(step, n - j * step)) for j in range(n_shards)]
     base, extra = divmod(n, n_shards)
     return [base + (1 if j < extra else 0) for j in range(n_shards)]
 
@@ -210,21 +201,6 @@ def _place(counts: Sequence[int], workers: Sequence[str]) -> List[str]:
         load[w] += counts[i]
         nshards[w] += 1
     return out
-
-
-def _warn_float_alignment(counts: Sequence[int], stacklevel: int = 3) -> None:
-    """float32 scores come from BLAS, whose rounding depends on the block
-    geometry: shards match one index bit for bit only when every shard
-    boundary is a multiple of the float32 search block."""
-    offsets = np.cumsum([0] + list(counts))[1:-1]
-    live_end = int(np.cumsum(counts)[-1])
-    bad = [int(o) for o in offsets if o % _FLOAT_BLOCK and o < live_end]
-    if bad:
-        warnings.warn(
-            f"float32 shard boundaries {bad[:3]} are not multiples of {_FLOAT_BLOCK} rows: BLAS may round a "
-            "score differently than on one index (last bit), so near-ties can come out in another order; "
-            f"use shard sizes that are multiples of {_FLOAT_BLOCK} (build_sharded's default) for identical results",
-            UserWarning, stacklevel=stacklevel)
 
 
 def _check_timeout(timeout: Any) -> Optional[float]:

@@ -142,13 +142,12 @@ def test_plan_default_is_one_shard_per_worker():
     assert plan(X, n_workers=0).sizes == [103]  # no worker known yet: one shard
 
 
-def test_plan_float32_cuts_at_search_blocks():
+def test_plan_float32_is_cut_like_every_precision():
     n = 2 * _FLOAT_BLOCK + 5
     x = np.zeros((n, 4), np.float32)
     p = plan(x, precision="float32", n_shards=4)
-    assert sum(p.sizes) == n and all(s % _FLOAT_BLOCK == 0 for s in p.starts[1:-1] if s < n)
-    with pytest.warns(UserWarning, match="not multiples of"):
-        plan(x, precision="float32", shard_sizes=[5, n - 5])
+    assert p.sizes == [n // 4 + (1 if j < n % 4 else 0) for j in range(4)]  # near-equal, no block rounding
+    assert plan(x, precision="float32", shard_sizes=[5, n - 5]).sizes == [5, n - 5]  # no warning (errors here)
 
 
 def test_plan_shard_sizes_are_checked():
