@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+README = ROOT / "README.md"
+# the tests also run from a copy of tests/ against an installed wheel, without the README beside them
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S) if README.exists() else []
+pytestmark = pytest.mark.skipif(not README.exists(), reason="README.md is not beside tests/ (a copy of the tests)")
 
 
 def test_readme_has_python_blocks():
