@@ -27,6 +27,7 @@ import tempfile
 import warnings
 
 import atheris
+from _harness import save_finding  # fuzz/_harness.py, beside this file
 
 # quantlib is built in place (python setup.py build_ext --inplace), not installed:
 # import it from the tree this file lives in, or from QUANTLIB_ROOT.
@@ -515,26 +516,12 @@ def TestOneInput(data: bytes) -> None:
     try:
         op(fdp)
     except BaseException as exc:
-        _save(data, exc)
+        save_finding(data, exc)
         if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, Bug):
             raise Bug(f"validation error escaped the harness (harness bug): {exc!r}") from exc
         raise
 
 
-def _save(data: bytes, exc: BaseException) -> None:
-    """Keep the input even if the process then dies before libFuzzer writes
-    its own artifact (seen once: SIGALRM during exit with pool threads)."""
-    out = os.environ.get("QL_FUZZ_ARTIFACTS")
-    if not out:
-        return
-    import hashlib
-
-    os.makedirs(out, exist_ok=True)
-    name = os.path.join(out, "finding-" + hashlib.sha1(data).hexdigest())
-    with open(name, "wb") as f:
-        f.write(data)
-    with open(name + ".txt", "w") as f:
-        f.write(f"{type(exc).__name__}: {exc}\n")
 
 
 def random_mode(seconds: float, corpus: str) -> int:

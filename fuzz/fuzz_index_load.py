@@ -42,6 +42,7 @@ import warnings
 import zlib
 
 import atheris
+from _harness import save_finding  # fuzz/_harness.py, beside this file
 
 sys.path.insert(0, os.environ.get("QUANTLIB_ROOT")
                 or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -229,7 +230,7 @@ def TestOneInput(data: bytes) -> None:
     except (FormatError, ValueError, TypeError):
         return
     except BaseException as exc:
-        _save(data, exc)
+        save_finding(data, exc)
         raise
     try:
         if isinstance(obj, RescorePipeline):
@@ -239,22 +240,10 @@ def TestOneInput(data: bytes) -> None:
         if not mmap or verify:
             check_canonical(obj, bytes(buf))
     except BaseException as exc:
-        _save(data, exc)
+        save_finding(data, exc)
         raise
 
 
-def _save(data: bytes, exc: BaseException) -> None:
-    out = os.environ.get("QL_FUZZ_ARTIFACTS")
-    if not out:
-        return
-    import hashlib
-
-    os.makedirs(out, exist_ok=True)
-    name = os.path.join(out, "finding-" + hashlib.sha1(data).hexdigest())
-    with open(name, "wb") as f:
-        f.write(data)
-    with open(name + ".txt", "w") as f:
-        f.write(f"{type(exc).__name__}: {exc}\n")
 
 
 # ------------------------------------------------------------ seeds

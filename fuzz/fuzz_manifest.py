@@ -53,6 +53,7 @@ import tempfile
 import warnings
 
 import atheris
+from _harness import save_finding  # fuzz/_harness.py, beside this file
 
 sys.path.insert(0, os.environ.get("QUANTLIB_ROOT")
                 or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -203,22 +204,10 @@ def TestOneInput(data: bytes) -> None:
             return
         _check_accepted(m2, True)
     except BaseException as exc:
-        _save(data, exc)
+        save_finding(data, exc)
         raise
 
 
-def _save(data: bytes, exc: BaseException) -> None:
-    out = os.environ.get("QL_FUZZ_ARTIFACTS")
-    if not out:
-        return
-    import hashlib
-
-    os.makedirs(out, exist_ok=True)
-    name = os.path.join(out, "finding-" + hashlib.sha1(data).hexdigest())
-    with open(name, "wb") as f:
-        f.write(data)
-    with open(name + ".txt", "w") as f:
-        f.write(f"{type(exc).__name__}: {exc}\n")
 
 
 # ------------------------------------------------------------ seeds
