@@ -28,12 +28,9 @@ __all__ = ["search", "hamming_distance", "int8_dot", "rescore", "merge_topk"]
 
 # Work (query-rows x corpus-bytes) below which a call stays on one thread.
 _PARALLEL_MIN_WORK = 1 << 22
-# Corpus rows per BLAS block for float32 search (bounds the score buffer).
+# Rows per block when scanning a float32 corpus for its first non-finite row
+# (error path only); kept as a name because tests build layouts around it.
 _FLOAT_BLOCK = 16384
-# Queries per pass of the float32 search: the scratch (a score block and the
-# selection's temporaries, ~12 bytes per score) stays below ~100 MiB whatever
-# the number of queries.
-_FLOAT_QUERY_BLOCK = 512
 
 
 # ------------------------------------------------------------------ merging
@@ -88,11 +85,32 @@ def merge_topk(values: np.ndarray, ids: np.ndarray, k: int, *, descending: bool)
 
 
 # ------------------------------------------------------------------ kernels
+def _split_topk(run, q: np.ndarray, c: np.ndarray, kk: int, threads: int, work: int, descending: bool):
+    """The thread policy of every top-k kernel. ``run(qa, ca, offset)`` returns
+    (values, ids, ok) for queries ``qa`` over corpus rows ``ca`` numbered from
+    ``offset``. Small problems stay on the calling thread; with at least 8
+    queries per thread the queries are split (every thread scans the corpus);
+    otherwise the corpus is split and the partial top-k lists are merged.
+    Returns (values, ids, ok) with ``ok`` true only if every part was."""
+    nq, nc = q.shape[0], c.shape[0]
+    if threads <= 1 or work < _PARALLEL_MIN_WORK:
+        return run(q, c, 0)
+    if nq >= 8 * threads:
+        parts = run_parallel(lambda a, b: run(q[a:b], c, 0), split_range(nq, threads))
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                all(p[2] for p in parts))
+    parts = run_parallel(lambda a, b: run(q, c[a:b], a), split_range(nc, threads, align=64))
+    if not all(p[2] for p in parts):
+        return None, None, False
+    vals, idx = merge_topk(np.concatenate([p[0] for p in parts], axis=1),
+                           np.concatenate([p[1] for p in parts], axis=1), kk, descending=descending)
+    return vals, idx, True
+
+
 def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: int):
     """q, c: C-contiguous uint8 views. Returns (keys int32, ids int64) of (nq, min(k, nc))."""
     nq, width = q.shape
     nc = c.shape[0]
-    kk = min(k, nc)
     rec = P.PRECISIONS[precision]
     binary = rec.kernel == "hamming"
     signed = rec.signed
@@ -106,22 +124,10 @@ def _kernel_topk(q: np.ndarray, c: np.ndarray, k: int, precision: str, threads: 
             _core.hamming_topk(qa, ca, kq, offset, vals, idx)
         else:
             _core.dot_topk(qa, ca, signed, kq, offset, vals, idx)
-        return vals, idx
+        return vals, idx, True
 
-    work = nq * nc * width
-    if threads <= 1 or work < _PARALLEL_MIN_WORK:
-        return run(q, c, 0)
-    if nq >= 8 * threads:
-        # many queries: split the queries, every thread scans the corpus
-        chunks = split_range(nq, threads)
-        parts = run_parallel(lambda a, b: run(q[a:b], c, 0), chunks)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    # few queries: split the corpus, merge the partial top-k lists
-    chunks = split_range(nc, threads, align=64)
-    parts = run_parallel(lambda a, b: run(q, c[a:b], a), chunks)
-    vals = np.concatenate([p[0] for p in parts], axis=1)
-    idx = np.concatenate([p[1] for p in parts], axis=1)
-    return merge_topk(vals, idx, kk, descending=not binary)
+    vals, idx, _ = _split_topk(run, q, c, min(k, nc), threads, nq * nc * width, descending=not binary)
+    return vals, idx
 
 
 def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optional[np.ndarray] = None):
@@ -129,16 +135,9 @@ def _float_topk(q: np.ndarray, c: np.ndarray, k: int, threads: int, c_src: Optio
     (csrc/f32: register-tiled FMA products, selection inside the scan, no score
     matrix). Every score is computed in one fixed summation order per row (16
     FMA lanes, a fixed reduction tree), so the result does not depend on the
-    thread count, the corpus split or the ISA level. Threads: split the queries
-    when there are many, else split the corpus and merge the partial lists."""
-    return _float_topk_block(q, c, k, c_src, threads=threads)
-
-
-def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.ndarray] = None, *,
-                      threads: int = 1):
+    thread count, the corpus split or the ISA level (threads as in _split_topk)."""
     nq, d = q.shape
     nc = c.shape[0]
-    kk = min(k, nc)
 
     def run(qa: np.ndarray, ca: np.ndarray, offset: int):
         kq = min(k, ca.shape[0])
@@ -147,22 +146,7 @@ def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.n
         finite = _core.f32_topk(qa, ca, kq, offset, vals, idx)
         return vals, idx, finite
 
-    work = nq * nc * d * 4
-    if threads <= 1 or work < _PARALLEL_MIN_WORK:
-        vals, idx, finite = run(q, c, 0)
-    elif nq >= 8 * threads:
-        chunks = split_range(nq, threads)
-        parts = run_parallel(lambda a, b: run(q[a:b], c, 0), chunks)
-        finite = all(p[2] for p in parts)
-        vals = np.concatenate([p[0] for p in parts])
-        idx = np.concatenate([p[1] for p in parts])
-    else:
-        chunks = split_range(nc, threads, align=64)
-        parts = run_parallel(lambda a, b: run(q, c[a:b], a), chunks)
-        finite = all(p[2] for p in parts)
-        if finite:
-            vals, idx = merge_topk(np.concatenate([p[0] for p in parts], axis=1),
-                                   np.concatenate([p[1] for p in parts], axis=1), kk, descending=True)
+    vals, idx, finite = _split_topk(run, q, c, min(k, nc), threads, nq * nc * d * 4, descending=True)
     if not finite:
         _raise_nonfinite(q, c, c_src)
     return vals, idx
@@ -170,7 +154,7 @@ def _float_topk_block(q: np.ndarray, c: np.ndarray, k: int, c_src: Optional[np.n
 
 def _raise_nonfinite(q: np.ndarray, c: np.ndarray, c_src: Optional[np.ndarray]):
     """The kernel saw a NaN or infinite score: say why (error path only)."""
-    step = 16384
+    step = _FLOAT_BLOCK
     for s in range(0, c.shape[0], step):
         block = c[s : s + step]
         bad = np.flatnonzero(~np.isfinite(block).all(axis=1))

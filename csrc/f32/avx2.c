@@ -17,7 +17,6 @@
 #include "ql_internal.h"
 
 #define QL_AI static inline __attribute__((always_inline))
-#define F32_CTZ(m) ((unsigned)__builtin_ctz(m))
 #define F32_QB 3
 #define F32_RB 2
 #ifndef F32_TILE_BYTES

@@ -17,7 +17,6 @@
  */
 #include "drivers/avx512_icl.h"
 
-#define F32_CTZ(m) ((unsigned)__builtin_ctz(m))
 #define F32_QB 6
 #define F32_RB 4
 #ifndef F32_TILE_BYTES
